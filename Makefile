@@ -1,0 +1,42 @@
+# make run   - set everything up and start the gateway on its embedded defaults
+# make test  - set everything up and run the tests
+# make bench - relay throughput and latency against a direct sink (by hand, not in CI)
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test bench check-config clean system-deps
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+# Debian packages the gateway and its tests use; installed only when missing.
+system-deps:
+	@missing=""; \
+	[ -e /usr/lib/x86_64-linux-gnu/libmagic.so.1 ] || ldconfig -p | grep -q 'libmagic.so.1 ' || missing="$$missing libmagic1"; \
+	command -v swaks >/dev/null || missing="$$missing swaks"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "run as root or install:$$missing" >&2; fi; \
+	fi
+
+run: $(STAMP) system-deps
+	$(BIN)/dlp-gateway serve $(if $(CONFIG),--config $(CONFIG))
+
+check-config: $(STAMP)
+	$(BIN)/dlp-gateway check-config $(if $(CONFIG),--config $(CONFIG))
+
+test: $(STAMP) system-deps
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP) system-deps
+	$(BIN)/python -m tests.bench.relay_bench
+
+clean:
+	rm -rf $(VENV) var build *.egg-info

@@ -1,0 +1,1 @@
+"""Protective-marking detectors: UK Government Security Classifications written as markings."""

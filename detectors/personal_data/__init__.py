@@ -1,0 +1,1 @@
+"""Personal-data detectors: one module per kind of identifier, validator beside pattern."""

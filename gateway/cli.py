@@ -1,0 +1,215 @@
+"""`dlp-gateway`: serve, scan, check-config and quarantine, for people at a terminal.
+
+Errors are one or two lines saying what is wrong and what to do, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import logging
+import os
+import sys
+from email.parser import BytesHeaderParser
+from email.utils import getaddresses
+from pathlib import Path
+
+from gateway.config import Config, ConfigError, effective_yaml, load_config
+from gateway.message import Envelope, decode_header_value
+
+EXIT_OK = 0
+EXIT_UNREADABLE = 2
+
+
+def _config(args: argparse.Namespace) -> Config:
+    try:
+        return load_config(args.config)
+    except ConfigError as e:
+        print("dlp-gateway: the configuration has errors; nothing was started:", file=sys.stderr)
+        for problem in e.problems:
+            print(f"  {problem}", file=sys.stderr)
+        raise SystemExit(EXIT_UNREADABLE) from None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _config(args)
+    sys.stdout.write(effective_yaml(config))
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = _config(args)
+    from gateway.server import serve
+
+    try:
+        asyncio.run(serve(config))
+    except OSError as e:
+        print(f"dlp-gateway: cannot start: {e.strerror or e} "
+              "(is another process using the listen port? see server.smtp_listen / server.lmtp_listen)",
+              file=sys.stderr)
+        return 1
+    return EXIT_OK
+
+
+def envelope_from_headers(raw: bytes, sender: str | None, rcpts: list[str] | None) -> Envelope:
+    """The envelope a scan uses: --sender/--rcpt, else From and To/Cc/Bcc from the headers."""
+    headers = BytesHeaderParser().parsebytes(raw)
+
+    def addresses(*names: str) -> list[str]:
+        values = [decode_header_value(str(v)) for n in names for v in (headers.get_all(n) or [])]
+        return [addr for _, addr in getaddresses(values) if addr]
+
+    if sender is None:
+        sender = next(iter(addresses("From")), "")
+    if not rcpts:
+        rcpts = list(dict.fromkeys(addresses("To", "Cc", "Bcc")))
+    return Envelope(mail_from=sender, rcpt_tos=tuple(rcpts), protocol="FILE")
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    config = _config(args)
+    from gateway.pipeline import Pipeline
+
+    pipeline = Pipeline(config)
+    status = EXIT_OK
+    for name in args.files:
+        try:
+            raw = Path(name).read_bytes()
+        except OSError as e:
+            print(f"dlp-gateway scan: cannot read {name}: {e.strerror}", file=sys.stderr)
+            status = EXIT_UNREADABLE
+            continue
+        envelope = envelope_from_headers(raw, args.sender, args.rcpt)
+        inspection = pipeline.inspect(raw, envelope)
+        decision = inspection.decision
+        record = {
+            "file": name,
+            "message_id": inspection.message_id,
+            "verdict": decision.verdict.value,
+            "recipients": [r.to_json() for r in decision.recipients],
+            "findings": [f.to_json() for f in inspection.findings],
+            "disclaimer": decision.disclaimer,
+        }
+        print(json.dumps(record, ensure_ascii=False), flush=True)
+    return status
+
+
+def _actor(args: argparse.Namespace) -> str:
+    return args.actor or os.environ.get("SUDO_USER") or getpass.getuser()
+
+
+def _reason(args: argparse.Namespace, doing: str) -> str:
+    reason = (args.reason or "").strip()
+    if not reason and sys.stdin.isatty():
+        reason = input(f"Reason for {doing} (recorded in the audit log): ").strip()
+    if not reason:
+        print(f"dlp-gateway: give a reason for {doing} with --reason; it is recorded with your name",
+              file=sys.stderr)
+        raise SystemExit(EXIT_UNREADABLE)
+    return reason
+
+
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    config = _config(args)
+    from gateway.actions import build_routes
+    from gateway.actions.quarantine import Quarantine, QuarantineError
+
+    quarantine = Quarantine(config.storage.database_url, config.storage.quarantine_dir)
+    try:
+        if args.qcmd == "list":
+            status = None if args.status == "all" else args.status
+            for held in quarantine.list(status=status, limit=args.limit):
+                if args.json:
+                    print(json.dumps(held.to_json(), ensure_ascii=False))
+                else:
+                    rcpts = ", ".join(r.address for r in held.recipients)
+                    when = held.to_json()["created_at"]
+                    print(f"{held.id}  {when}  {held.status:<8}  from {held.sender or '<>'} to {rcpts}  "
+                          f"[{', '.join(held.rules)}]")
+        elif args.qcmd == "show":
+            held = quarantine.require(args.id)
+            record = held.to_json()
+            record["events"] = [e.__dict__ for e in quarantine.events(args.id)]
+            print(json.dumps(record, indent=2, ensure_ascii=False))
+        elif args.qcmd == "read":
+            reason = _reason(args, "reading this message")
+            sys.stdout.buffer.write(quarantine.read(args.id, _actor(args), reason))
+        elif args.qcmd == "release":
+            reason = _reason(args, "releasing this message")
+            results = asyncio.run(
+                quarantine.release(args.id, build_routes(config), _actor(args), reason, args.rcpt or None)
+            )
+            failed = False
+            for address, result in results.items():
+                print(f"{address}: {result.reply}")
+                failed = failed or not result.ok
+            return 1 if failed else EXIT_OK
+        elif args.qcmd == "delete":
+            reason = _reason(args, "deleting this message")
+            quarantine.delete(args.id, _actor(args), reason)
+            print(f"{args.id}: deleted")
+    except QuarantineError as e:
+        print(f"dlp-gateway: {e}", file=sys.stderr)
+        return 1
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dlp-gateway", description="Outbound email data-loss-prevention gateway")
+    parser.add_argument("--log-level", default=os.environ.get("DLP_GATEWAY_LOG_LEVEL", "INFO"),
+                        help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", metavar="FILE", help="YAML merged over the built-in defaults")
+        return p
+
+    with_config(sub.add_parser("serve", help="run the SMTP/LMTP relay")).set_defaults(func=cmd_serve)
+    with_config(sub.add_parser("check-config", help="validate and print the effective configuration")).set_defaults(
+        func=cmd_check_config
+    )
+    scan = with_config(sub.add_parser("scan", help="evaluate messages against the policy without sending"))
+    scan.add_argument("--sender", metavar="ADDR", help="envelope sender (default: the From header)")
+    scan.add_argument("--rcpt", metavar="ADDR", action="append", help="envelope recipient (repeatable; "
+                      "default: To, Cc and Bcc)")
+    scan.add_argument("files", nargs="+", metavar="FILE.eml")
+    scan.set_defaults(func=cmd_scan)
+
+    q = with_config(sub.add_parser("quarantine", help="list, show, read, release or delete held messages"))
+    q.set_defaults(func=cmd_quarantine)
+    qsub = q.add_subparsers(dest="qcmd", required=True)
+    ql = qsub.add_parser("list", help="held messages, newest first")
+    ql.add_argument("--status", default="held", choices=["held", "released", "deleted", "all"])
+    ql.add_argument("--limit", type=int, default=100)
+    ql.add_argument("--json", action="store_true", help="one JSON object per line")
+    qsub.add_parser("show", help="the decision, findings and action log of one message").add_argument("id")
+    for name, text in (("read", "print the held message itself (recorded)"),
+                       ("release", "deliver held recipients through the route the decision required"),
+                       ("delete", "delete the held content (the decision stays in the index)")):
+        p = qsub.add_parser(name, help=text)
+        p.add_argument("id")
+        p.add_argument("--reason", help="why; recorded with your name (asked for if not given)")
+        p.add_argument("--actor", help="who is acting (default: your login name)")
+        if name == "release":
+            p.add_argument("--rcpt", action="append", metavar="ADDR", help="release only to this recipient "
+                           "(repeatable; default: every held recipient)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command line at INFO
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

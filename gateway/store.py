@@ -1,0 +1,86 @@
+"""The database: quarantine index and its action log, on SQLite or PostgreSQL from one URL.
+
+SQLAlchemy Core only. The schema is created on first use; every table is shared
+safely by several gateways pointed at the same PostgreSQL database.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+metadata = sa.MetaData()
+
+quarantine_items = sa.Table(
+    "quarantine_items",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),          # the reference people quote
+    sa.Column("created_at", sa.Float, nullable=False, index=True),
+    sa.Column("sender", sa.Text, nullable=False),
+    sa.Column("message_id", sa.Text, nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("mail_options", sa.Text, nullable=False),        # JSON list: BODY=8BITMIME, SMTPUTF8
+    sa.Column("rules", sa.Text, nullable=False),               # JSON list of rule names
+    sa.Column("findings", sa.Text, nullable=False),            # JSON: kinds, counts, locations; never values
+    sa.Column("status", sa.String(20), nullable=False, index=True),  # held, released, deleted
+    sa.Column("storage_key", sa.Text, nullable=False),         # where the bytes are
+)
+
+quarantine_recipients = sa.Table(
+    "quarantine_recipients",
+    metadata,
+    sa.Column("item_id", sa.String(40), sa.ForeignKey("quarantine_items.id"), primary_key=True),
+    sa.Column("address", sa.Text, primary_key=True),
+    sa.Column("rclass", sa.String(20), nullable=False),
+    sa.Column("rules", sa.Text, nullable=False),
+    sa.Column("release_route", sa.String(20), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),        # held, released, deleted
+)
+
+quarantine_events = sa.Table(
+    "quarantine_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("item_id", sa.String(40), sa.ForeignKey("quarantine_items.id"), nullable=False, index=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("action", sa.String(20), nullable=False),        # held, viewed, released, deleted
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+)
+
+
+def normalise_url(url: str) -> str:
+    """postgresql:// means the psycopg 3 driver we install; sqlite paths get their directory made."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    return url
+
+
+_engines: dict[str, Engine] = {}
+
+
+def engine_for(url: str) -> Engine:
+    url = normalise_url(url)
+    if url not in _engines:
+        if url.startswith("sqlite"):
+            engine = sa.create_engine(url, connect_args={"timeout": 30})
+
+            @sa.event.listens_for(engine, "connect")
+            def _sqlite_pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+                cursor = dbapi_connection.cursor()
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=FULL")
+                cursor.execute("PRAGMA foreign_keys=ON")
+                cursor.close()
+        else:
+            engine = sa.create_engine(url, pool_pre_ping=True)
+        metadata.create_all(engine)
+        _engines[url] = engine
+    return _engines[url]

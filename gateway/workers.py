@@ -1,0 +1,89 @@
+"""Inspection off the event loop: a pool of worker processes, each with its own Pipeline.
+
+Inspection is CPU-bound; the SMTP sessions are I/O-bound. Worker processes give both
+cores to inspection and keep one large message from stalling every other session.
+A worker that dies or overruns the time limit makes the message fail temporarily
+(4xx, the client retries) and the pool is rebuilt; it never costs a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from gateway.config import Config
+from gateway.message import Envelope
+from gateway.pipeline import Inspection, Pipeline
+
+log = logging.getLogger(__name__)
+
+_pipeline: Pipeline | None = None
+
+
+def _init_worker(config: Config) -> None:
+    global _pipeline
+    _pipeline = Pipeline(config)
+
+
+def _inspect_in_worker(raw: bytes, envelope: Envelope, reference: str) -> Inspection:
+    assert _pipeline is not None
+    return _pipeline.inspect(raw, envelope, reference)
+
+
+class InspectionUnavailable(Exception):
+    """Inspection could not finish; the message must be retried later."""
+
+
+class InspectionPool:
+    def __init__(self, config: Config):
+        self.config = config
+        self.size = config.server.workers or os.cpu_count() or 1
+        self._executor: ProcessPoolExecutor | None = None
+
+    def start(self) -> None:
+        # spawn: workers must not inherit the event loop, sockets or threads of the server.
+        self._executor = ProcessPoolExecutor(
+            max_workers=self.size,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(self.config,),
+        )
+        # Start every worker now so the first messages do not pay for imports.
+        for future in [self._executor.submit(os.getpid) for _ in range(self.size)]:
+            future.result()
+
+    def _restart(self, failed: ProcessPoolExecutor) -> None:
+        if self._executor is not failed:
+            return  # another session already replaced the pool that failed
+        old, self._executor = self._executor, None
+        if old is not None:
+            for process in list(getattr(old, "_processes", {}).values()):
+                process.kill()
+            old.shutdown(wait=False, cancel_futures=True)
+        self.start()
+
+    async def inspect(self, raw: bytes, envelope: Envelope, reference: str) -> Inspection:
+        executor = self._executor
+        assert executor is not None, "start() the pool first"
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(executor, _inspect_in_worker, raw, envelope, reference)
+        try:
+            return await asyncio.wait_for(future, timeout=self.config.server.inspection_timeout)
+        except asyncio.TimeoutError:
+            log.error("inspection of %s took longer than %ss; restarting workers", reference,
+                      self.config.server.inspection_timeout)
+            await loop.run_in_executor(None, self._restart, executor)
+            raise InspectionUnavailable("inspection took too long") from None
+        except BrokenProcessPool:
+            log.error("an inspection worker died while inspecting %s; restarting workers", reference)
+            await loop.run_in_executor(None, self._restart, executor)
+            raise InspectionUnavailable("an inspection worker failed") from None
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
