@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench check-config clean system-deps
+.PHONY: run test bench check-config clean system-deps services
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,13 +26,21 @@ system-deps:
 	  else echo "run as root or install:$$missing" >&2; fi; \
 	fi
 
+# The tests use the machine's real PostgreSQL on 127.0.0.1:5432; start it if it has stopped.
+services:
+	@if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then \
+	  echo "starting PostgreSQL"; \
+	  pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | head -1) main start || true; \
+	  for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done; \
+	fi
+
 run: $(STAMP) system-deps
 	$(BIN)/dlp-gateway serve $(if $(CONFIG),--config $(CONFIG))
 
 check-config: $(STAMP)
 	$(BIN)/dlp-gateway check-config $(if $(CONFIG),--config $(CONFIG))
 
-test: $(STAMP) system-deps
+test: $(STAMP) system-deps services
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP) system-deps

@@ -1,0 +1,58 @@
+"""The message model: parsed once, never raising, every readable text located."""
+
+from __future__ import annotations
+
+from gateway.message import BODY, SUBJECT, Envelope, html_to_text, parse
+from tests.conftest import make_message
+
+ENV = Envelope("jane@council.example.gov.uk", ("x@supplier.example.com",))
+
+
+def test_subject_body_and_text_attachments_become_located_segments() -> None:
+    raw = make_message(subject="Caf\u00e9 rota", body="Plain body text",
+                       attachments=[("rota.csv", "name,shift\nJo,early\n".encode(), "text/csv"),
+                                    ("logo.gif", b"GIF89a\x01\x00\x01\x00\x00\x00\x00;", "image/gif")])
+    message = parse(raw, ENV)
+    assert message.subject == "Caf\u00e9 rota"
+    assert [(s.location, s.text.strip()) for s in message.segments] == [
+        (SUBJECT, "Caf\u00e9 rota"), (BODY, "Plain body text"), ("attachment:rota.csv", "name,shift\nJo,early")]
+    names = [(a.name, a.declared_type, a.detected_type) for a in message.attachments]
+    assert names[1] == ("logo.gif", "image/gif", "image/gif")
+    assert names[0][:2] == ("rota.csv", "text/csv") and names[0][2].startswith("text/")
+
+
+def test_detected_type_comes_from_the_bytes_not_the_name() -> None:
+    pdf = b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\ntrailer\n<<>>\n%%EOF\n"
+    message = parse(make_message(attachments=[("holiday.jpg", pdf, "image/jpeg")]), ENV)
+    (att,) = message.attachments
+    assert att.declared_type == "image/jpeg" and att.detected_type == "application/pdf"
+
+
+def test_html_parts_are_read_as_text_without_markup_or_scripts() -> None:
+    text = html_to_text("<html><head><style>p{}</style></head><body><p>Dear <b>Sam</b>,</p>"
+                        "<script>alert(1)</script><p>Hello &amp; welcome</p></body></html>")
+    assert "Dear Sam," in text and "Hello & welcome" in text
+    assert "alert" not in text and "p{}" not in text
+
+
+def test_encoded_headers_and_charsets_are_decoded() -> None:
+    raw = (b"Subject: =?utf-8?q?R=C3=A9union?=\r\nContent-Type: text/plain; charset=iso-8859-1\r\n"
+           b"Content-Transfer-Encoding: quoted-printable\r\n\r\nCaf=E9 cr=E8me\r\n")
+    message = parse(raw, ENV)
+    assert message.subject == "R\u00e9union"
+    assert message.segments[1].text.strip() == "Caf\u00e9 cr\u00e8me"
+
+
+def test_garbage_is_still_modelled_and_damage_is_recorded() -> None:
+    raw = (b"Content-Type: multipart/mixed; boundary=nope\r\n\r\nno boundary ever appears\r\n"
+           b"AB123456C\r\n")
+    message = parse(raw, ENV)
+    assert any("AB123456C" in s.text for s in message.segments)
+    assert message.defects
+    assert parse(b"\x00\xff\xfe binary junk \x00", ENV).segments
+    assert parse(b"", ENV).segments == ()
+
+
+def test_damaged_base64_is_a_defect() -> None:
+    raw = (b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!not base64===\r\n")
+    assert [d.reason for d in parse(raw, ENV).defects] == ["damaged base64"]
