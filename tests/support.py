@@ -133,6 +133,7 @@ class Received:
 class SinkHandler:
     messages: list[Received] = field(default_factory=list)
     refuse: dict[str, str] = field(default_factory=dict)   # address -> reply for RCPT
+    requiretls: bool = False                                 # offer RFC 8689 REQUIRETLS over TLS
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
         if address in self.refuse:
@@ -140,10 +141,23 @@ class SinkHandler:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
+    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        if self.requiretls and session.ssl is not None:  # RFC 8689: offered only over TLS
+            responses.insert(-1, "250-REQUIRETLS")
+        return responses
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), list(envelope.mail_options),
                                       envelope.original_content, session.ssl is not None))
         return "250 2.0.0 queued by sink"
+
+
+class _SinkSMTP(AioSMTP):
+    def _getparams(self, params: list[str]) -> Any:
+        # aiosmtpd refuses MAIL parameters it does not know; the sink accepts REQUIRETLS when it offers it.
+        return super()._getparams([p for p in params if p.upper() != "REQUIRETLS"])
 
 
 class Sink:
@@ -164,8 +178,8 @@ class Sink:
 
         class _Controller(Controller):
             def factory(self) -> AioSMTP:
-                return AioSMTP(handler, decode_data=False, enable_SMTPUTF8=True, tls_context=tls,
-                               hostname="sink.test")
+                return _SinkSMTP(handler, decode_data=False, enable_SMTPUTF8=True, tls_context=tls,
+                                 hostname="sink.test")
 
         self.controller = _Controller(handler, hostname="127.0.0.1", port=self.port)
         self.controller.start()

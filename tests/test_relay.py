@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import smtplib
+import time
 import socket
 
 import pytest
@@ -347,3 +348,43 @@ def test_next_hop_refusing_one_recipient_over_smtp_bounces_it(gateway: GatewayPr
     wait_until(lambda: len(sink.messages) >= 2)
     (bounce,) = sink.bounces_to(SENDER)
     assert b"nobody@supplier.example.com" in bounce.data and b"no such user" in bounce.data
+
+
+def test_deliver_tls_uses_requiretls_where_the_next_hop_offers_it(gateway_factory, sink: Sink, test_ca) -> None:
+    tls_sink = Sink(cert=test_ca.cert_file, key=test_ca.key_file)
+    tls_sink.handler.requiretls = True
+    tls_sink.start()
+    try:
+        gw = gateway_factory({"routes": {"relay": smtp_route(sink),
+                                         "secure": smtp_route(tls_sink, "verify", test_ca.ca_file)}})
+        with gw.smtp() as client:
+            assert client.sendmail(SENDER, ["gp@nhs.net"], make_message(body=NINO_BODY),
+                                   mail_options=["BODY=8BITMIME"]) == {}
+        (received,) = tls_sink.wait_for(1)
+        assert received.tls
+        assert "REQUIRETLS" in received.mail_options and "BODY=8BITMIME" in received.mail_options
+        with gw.smtp() as client:  # ordinary mail to the plain relay carries no REQUIRETLS
+            client.sendmail(SENDER, ["partner@supplier.example.com"], make_message())
+        assert "REQUIRETLS" not in sink.wait_for(1)[0].mail_options
+    finally:
+        tls_sink.stop()
+
+
+def test_a_transaction_that_runs_too_long_is_closed_with_421(gateway_factory, sink: Sink) -> None:
+    gw = gateway_factory({"server": {"transaction_timeout": 1},
+                          "routes": {"relay": smtp_route(sink), "secure": smtp_route(sink)}})
+    client = gw.smtp()
+    client.ehlo()
+    client.mail(SENDER)
+    replies = []
+    # The client stays busy (so the idle timeout never fires) but never finishes the transaction.
+    for _ in range(300):
+        try:
+            replies.append(client.noop())
+        except smtplib.SMTPServerDisconnected:
+            break
+        if replies[-1][0] == 421:
+            break
+        time.sleep(0.1)
+    client.close()
+    assert replies and replies[-1][0] == 421 and b"4.4.2" in replies[-1][1]

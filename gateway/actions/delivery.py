@@ -189,6 +189,7 @@ async def deliver_smtp(
             if client.supports_extension("starttls"):
                 try:
                     await client.starttls(tls_context=tls_context(spec), server_hostname=tls_name or host)
+                    await client.ehlo()  # the extensions offered over TLS are the ones that count
                 except (aiosmtplib.SMTPException, ssl.SSLError, OSError) as e:
                     if spec.tls is TlsMode.VERIFY:
                         log.warning("route %s: TLS with %s failed: %s", spec.url, where, e)
