@@ -11,6 +11,7 @@ import email
 import email.policy
 import html
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from email.message import Message as EmailMessage
@@ -36,10 +37,26 @@ class Envelope:
 
 @dataclass(frozen=True)
 class TextSegment:
-    """Text a person would read, with where it was found."""
+    """Text a person would read, with where it was found. `text` is normalised (see normalise_text)."""
 
     location: str                           # "subject", "body", "attachment:NAME"
     text: str
+
+
+# Characters that change nothing a person sees but break patterns: zero-width space,
+# non-joiner, joiner, word joiner, byte-order mark, soft hyphen.
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"), None)
+# Dashes and minus signs read as a hyphen.
+_DASHES = {cp: "-" for cp in (*range(0x2010, 0x2016), 0x2212, 0xfe58, 0xfe63, 0xff0d)}
+_TRANSLATE = {**_INVISIBLE, **_DASHES}
+
+
+def normalise_text(text: str) -> str:
+    """Text as a person reads it: NFKC (full-width digits, ligatures, non-breaking spaces),
+    invisible characters removed, every dash a hyphen."""
+    if text.isascii():
+        return text
+    return unicodedata.normalize("NFKC", text.translate(_TRANSLATE)).translate(_TRANSLATE)
 
 
 @dataclass(frozen=True)
@@ -204,7 +221,7 @@ def parse(raw: bytes, envelope: Envelope) -> Message:
     try:
         msg = email.message_from_bytes(raw, policy=email.policy.compat32)
     except Exception:
-        text = raw.decode("utf-8", errors="replace")
+        text = normalise_text(raw.decode("utf-8", errors="replace"))
         return Message(envelope, raw, (), "", "", (TextSegment(BODY, text),), (), (Defect("message", "could not be parsed"),))
 
     headers: list[tuple[str, str]] = []
@@ -215,7 +232,7 @@ def parse(raw: bytes, envelope: Envelope) -> Message:
 
     segments: list[TextSegment] = []
     if subject:
-        segments.append(TextSegment(SUBJECT, subject))
+        segments.append(TextSegment(SUBJECT, normalise_text(subject)))
     attachments: list[Attachment] = []
     index = 0
     for part in _iter_parts(msg):
@@ -231,7 +248,7 @@ def parse(raw: bytes, envelope: Envelope) -> Message:
             if ctype == "text/html":
                 text = html_to_text(text)
             if text.strip():
-                segments.append(TextSegment(BODY, text))
+                segments.append(TextSegment(BODY, normalise_text(text)))
             continue
         if ctype == "message/rfc822" or part.get_content_maintype() == "multipart":
             continue
@@ -254,7 +271,7 @@ def parse(raw: bytes, envelope: Envelope) -> Message:
             defects.append(Defect("message", "damaged MIME structure"))
     if not segments and not attachments and raw.strip():
         # Nothing came out of the MIME structure: inspect the raw bytes rather than nothing.
-        segments.append(TextSegment(BODY, raw.decode("utf-8", errors="replace")))
+        segments.append(TextSegment(BODY, normalise_text(raw.decode("utf-8", errors="replace"))))
     return Message(
         envelope=envelope,
         raw=raw,
@@ -275,11 +292,11 @@ def _extract(att: Attachment, charset: str | None, defects: list[Defect]) -> lis
             except Exception:
                 defects.append(Defect(att.location, "could not be read"))
                 return []
-            return [TextSegment(att.location, text)] if text else []
+            return [TextSegment(att.location, normalise_text(text))] if text else []
     plain_declared = att.declared_type.startswith("text/") and att.detected_type in ("application/octet-stream", "application/csv")
     if att.detected_type.startswith("text/") or plain_declared:
         text = decode_text(att.data, charset)
         if att.detected_type == "text/html" or att.declared_type == "text/html":
             text = html_to_text(text)
-        return [TextSegment(att.location, text)] if text.strip() else []
+        return [TextSegment(att.location, normalise_text(text))] if text.strip() else []
     return []

@@ -56,3 +56,21 @@ def test_garbage_is_still_modelled_and_damage_is_recorded() -> None:
 def test_damaged_base64_is_a_defect() -> None:
     raw = (b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!not base64===\r\n")
     assert [d.reason for d in parse(raw, ENV).defects] == ["damaged base64"]
+
+
+def test_text_is_normalised_as_a_person_reads_it() -> None:
+    from gateway.message import normalise_text
+
+    assert normalise_text("A\u200bB 12\u00ad34 56 C") == "AB 1234 56 C"
+    assert normalise_text("\uff21\uff22\uff11\uff12") == "AB12"          # full-width letters and digits
+    assert normalise_text("943\u2013476\u2014591\u22129") == "943-476-591-9"
+    assert normalise_text("OFFICIAL\u00a0SENSITIVE") == "OFFICIAL SENSITIVE"
+
+
+def test_an_obfuscated_nino_in_html_is_still_found() -> None:
+    from detectors.personal_data.uk_nino import NinoDetector
+
+    raw = (b"Content-Type: text/html; charset=utf-8\r\n\r\n<table><tr><td>NI</td><td>A\xe2\x80\x8bB&nbsp;12 34 56 C"
+           b"</td></tr></table>\r\n")
+    (finding,) = NinoDetector().detect(parse(raw, ENV))
+    assert finding.count == 1
