@@ -12,6 +12,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -26,6 +27,8 @@ _pipeline: Pipeline | None = None
 
 def _init_worker(config: Config) -> None:
     global _pipeline
+    # Ctrl-C reaches the whole process group; the server decides when workers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _pipeline = Pipeline(config)
 
 
