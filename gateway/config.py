@@ -9,10 +9,10 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from detectors.base import MarkingLevel
 from gateway.decision import Action, RecipientClass
@@ -46,9 +46,17 @@ def parse_listen(value: str) -> tuple[str, int] | None:
     return host, int(port)
 
 
+def _check_listen(value: str) -> str:
+    parse_listen(value)
+    return value
+
+
+ListenAddress = Annotated[str, AfterValidator(_check_listen)]
+
+
 class ServerSettings(_Section):
-    smtp_listen: str
-    lmtp_listen: str
+    smtp_listen: ListenAddress
+    lmtp_listen: ListenAddress
     allowed_networks: list[str]
     max_message_size: int = Field(gt=0)
     max_recipients: int = Field(gt=0)
@@ -60,12 +68,6 @@ class ServerSettings(_Section):
     tls_cert: str
     tls_key: str
     require_tls: bool
-
-    @field_validator("smtp_listen", "lmtp_listen")
-    @classmethod
-    def _listen(cls, v: str) -> str:
-        parse_listen(v)
-        return v
 
     @field_validator("allowed_networks")
     @classmethod
@@ -94,13 +96,7 @@ class ServerSettings(_Section):
 
 
 class AdminSettings(_Section):
-    listen: str
-
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, v: str) -> str:
-        parse_listen(v)
-        return v
+    listen: ListenAddress
 
 
 class RouteSettings(_Section):
@@ -150,7 +146,7 @@ class BounceSettings(_Section):
         return v
 
 
-def _domain_list(v: list[str]) -> list[str]:
+def _check_domains(v: list[str]) -> list[str]:
     out = []
     for d in v:
         d = d.strip().lower()
@@ -160,15 +156,14 @@ def _domain_list(v: list[str]) -> list[str]:
     return out
 
 
+DomainList = Annotated[list[str], AfterValidator(_check_domains)]
+
+
 class OrganisationSettings(_Section):
     name: str
-    internal_domains: list[str]
-    trusted_domains: list[str]
-    personal_domains: list[str]
-
-    _domains = field_validator("internal_domains", "trusted_domains", "personal_domains")(
-        classmethod(lambda cls, v: _domain_list(v))
-    )
+    internal_domains: DomainList
+    trusted_domains: DomainList
+    personal_domains: DomainList
 
 
 FACTS = (
