@@ -116,6 +116,7 @@ class RouteSettings(_Section):
 class DeliverySettings(_Section):
     timeout: float = Field(gt=0)
     helo_name: str
+    connection_reuse_time: float = Field(ge=0)
 
 
 class StorageSettings(_Section):

@@ -134,6 +134,7 @@ class SinkHandler:
     messages: list[Received] = field(default_factory=list)
     refuse: dict[str, str] = field(default_factory=dict)   # address -> reply for RCPT
     requiretls: bool = False                                 # offer RFC 8689 REQUIRETLS over TLS
+    greetings: int = 0                                       # EHLOs seen: new sessions (twice with STARTTLS)
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
         if address in self.refuse:
@@ -144,6 +145,7 @@ class SinkHandler:
     async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
                           responses: list[str]) -> list[str]:
         session.host_name = hostname
+        self.greetings += 1
         if self.requiretls and session.ssl is not None:  # RFC 8689: offered only over TLS
             responses.insert(-1, "250-REQUIRETLS")
         return responses

@@ -388,3 +388,21 @@ def test_a_transaction_that_runs_too_long_is_closed_with_421(gateway_factory, si
         time.sleep(0.1)
     client.close()
     assert replies and replies[-1][0] == 421 and b"4.4.2" in replies[-1][1]
+
+
+def test_next_hop_sessions_are_reused_and_a_stale_one_is_replaced(gateway: GatewayProcess, sink: Sink) -> None:
+    with gateway.smtp() as client:
+        for n in range(3):
+            assert client.sendmail(SENDER, ["partner@supplier.example.com"], make_message(subject=f"n{n}")) == {}
+    assert len(sink.wait_for(3)) == 3
+    assert sink.handler.greetings == 1  # one next-hop session carried all three
+    # The next hop restarts: the cached session is dead, and the next message must still arrive.
+    sink.stop()
+    restarted = Sink(port=sink.port).start()
+    try:
+        with gateway.smtp() as client:
+            assert client.sendmail(SENDER, ["partner@supplier.example.com"], make_message(subject="after")) == {}
+        (received,) = restarted.wait_for(1)
+        assert received.message["Subject"] == "after"
+    finally:
+        restarted.stop()

@@ -31,7 +31,8 @@ def enhanced_status(text: str, default: str) -> str:
 def build_routes(config: Config) -> dict[str, Route]:
     helo = config.delivery.helo_name or config.hostname
     return {
-        name: build_route(name, config.routes.spec(name), config.delivery.timeout, helo)
+        name: build_route(name, config.routes.spec(name), config.delivery.timeout, helo,
+                          config.delivery.connection_reuse_time)
         for name in ("relay", "secure")
     }
 

@@ -140,22 +140,102 @@ def _mail_options(client: aiosmtplib.SMTP, options: tuple[str, ...], size: int) 
     return out
 
 
-class SmtpRoute:
-    """A next hop that speaks SMTP: Postfix's reinjection port, a smarthost, a test sink."""
+class _Deferred(Exception):
+    """The next hop cannot take the message now: every recipient gets this temporary result."""
 
-    def __init__(self, name: str, spec: RouteSpec, timeout: float, helo_name: str):
-        self.name = name
-        self.spec = spec
-        self.timeout = timeout
-        self.helo_name = helo_name
+    def __init__(self, code: int, text: str):
+        super().__init__(text)
+        self.code = code
+        self.text = text
 
-    async def deliver(
-        self, sender: str, recipients: list[str], data: bytes, mail_options: tuple[str, ...]
-    ) -> dict[str, RecipientResult]:
-        return await deliver_smtp(
-            self.spec, self.spec.host, self.spec.port, sender, recipients, data, mail_options,
-            timeout=self.timeout, helo_name=self.helo_name,
-        )
+
+_CONVERSATION_ERRORS = (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError, ssl.SSLError)
+
+
+async def open_session(
+    spec: RouteSpec, host: str, port: int, *, timeout: float, helo_name: str, tls_name: str | None = None
+) -> aiosmtplib.SMTP:
+    """A connected, greeted client with TLS as the route requires; raises _Deferred otherwise."""
+    where = f"{host}:{port}"
+    client = aiosmtplib.SMTP(
+        hostname=host, port=port, timeout=timeout, start_tls=False, local_hostname=helo_name or None
+    )
+    try:
+        await client.connect()
+    except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as e:
+        log.warning("route %s: next hop %s unavailable: %s", spec.url, where, e)
+        raise _Deferred(451, f"4.4.1 next hop {where} is not answering; will retry") from None
+    try:
+        await client.ehlo()
+        if spec.tls is TlsMode.NONE:
+            return client
+        if client.supports_extension("starttls"):
+            try:
+                await client.starttls(tls_context=tls_context(spec), server_hostname=tls_name or host)
+                await client.ehlo()  # the extensions offered over TLS are the ones that count
+            except (aiosmtplib.SMTPException, ssl.SSLError, OSError) as e:
+                if spec.tls is TlsMode.VERIFY:
+                    log.warning("route %s: TLS with %s failed: %s", spec.url, where, e)
+                    raise _Deferred(
+                        454, f"4.7.5 TLS with the next hop {where} failed or its certificate did not verify; "
+                        "held back for retry, never sent in plaintext",
+                    ) from None
+                raise
+        elif spec.tls is TlsMode.VERIFY:
+            log.warning("route %s: next hop %s offers no STARTTLS", spec.url, where)
+            raise _Deferred(
+                451, f"4.7.10 the next hop {where} does not offer TLS, which these recipients require; "
+                "held back for retry, never sent in plaintext",
+            )
+        return client
+    except _Deferred:
+        client.close()
+        raise
+    except _CONVERSATION_ERRORS as e:
+        client.close()
+        log.warning("route %s: greeting %s failed: %s", spec.url, where, e)
+        raise _Deferred(451, f"4.4.2 connection to the next hop {where} failed; will retry") from None
+
+
+class _DataSent(Exception):
+    """The conversation broke after DATA began: the next hop may have the message."""
+
+
+async def transact(
+    client: aiosmtplib.SMTP, spec: RouteSpec, where: str, sender: str, recipients: list[str], data: bytes,
+    mail_options: tuple[str, ...],
+) -> tuple[dict[str, RecipientResult], bool]:
+    """MAIL, RCPT, DATA on an open session: (results, whether the session is clean for another message).
+    Conversation errors before DATA propagate as they are; after DATA began, as _DataSent."""
+    encoding = "utf-8" if any(o.upper() == "SMTPUTF8" for o in mail_options) else "ascii"
+    options = _mail_options(client, mail_options, len(data))
+    if isinstance(options, RecipientResult):
+        return all_recipients(recipients, options.code, options.text), True
+    if spec.tls is TlsMode.VERIFY and client.supports_extension("requiretls"):
+        options.append("REQUIRETLS")
+    try:
+        await client.mail(sender, options=options, encoding=encoding)
+    except aiosmtplib.SMTPResponseException as e:
+        return all_recipients(recipients, e.code, f"next hop refused the sender: {e.message}"), False
+    results: dict[str, RecipientResult] = {}
+    accepted: list[str] = []
+    for rcpt in recipients:
+        try:
+            await client.rcpt(rcpt, encoding=encoding)
+            accepted.append(rcpt)
+        except aiosmtplib.SMTPResponseException as e:
+            results[rcpt] = RecipientResult(rcpt, e.code, f"next hop refused the recipient: {e.message}")
+    if not accepted:
+        return results, False
+    try:
+        response = await client.data(data)
+    except aiosmtplib.SMTPResponseException as e:
+        results.update(all_recipients(accepted, e.code, f"next hop refused the message: {e.message}"))
+        return results, True
+    except _CONVERSATION_ERRORS as e:
+        raise _DataSent(str(e)) from e
+    results.update(all_recipients(accepted, 250, f"2.0.0 delivered via {where}: {response.message[:120]}"))
+    return results, True
 
 
 async def deliver_smtp(
@@ -171,76 +251,95 @@ async def deliver_smtp(
     helo_name: str,
     tls_name: str | None = None,
 ) -> dict[str, RecipientResult]:
-    """One SMTP conversation with per-recipient results; never raises."""
+    """One SMTP conversation on a new connection, with per-recipient results; never raises."""
     where = f"{host}:{port}"
-    utf8 = any(o.upper() == "SMTPUTF8" for o in mail_options)
-    encoding = "utf-8" if utf8 else "ascii"
-    client = aiosmtplib.SMTP(
-        hostname=host, port=port, timeout=timeout, start_tls=False, local_hostname=helo_name or None
-    )
     try:
-        await client.connect()
-    except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as e:
-        log.warning("route %s: next hop %s unavailable: %s", spec.url, where, e)
-        return all_recipients(recipients, 451, f"4.4.1 next hop {where} is not answering; will retry")
+        client = await open_session(spec, host, port, timeout=timeout, helo_name=helo_name, tls_name=tls_name)
+    except _Deferred as d:
+        return all_recipients(recipients, d.code, d.text)
     try:
-        await client.ehlo()
-        if spec.tls is not TlsMode.NONE:
-            if client.supports_extension("starttls"):
-                try:
-                    await client.starttls(tls_context=tls_context(spec), server_hostname=tls_name or host)
-                    await client.ehlo()  # the extensions offered over TLS are the ones that count
-                except (aiosmtplib.SMTPException, ssl.SSLError, OSError) as e:
-                    if spec.tls is TlsMode.VERIFY:
-                        log.warning("route %s: TLS with %s failed: %s", spec.url, where, e)
-                        return all_recipients(
-                            recipients, 454,
-                            f"4.7.5 TLS with the next hop {where} failed or its certificate did not verify; "
-                            "held back for retry, never sent in plaintext",
-                        )
-                    raise
-            elif spec.tls is TlsMode.VERIFY:
-                log.warning("route %s: next hop %s offers no STARTTLS", spec.url, where)
-                return all_recipients(
-                    recipients, 451,
-                    f"4.7.10 the next hop {where} does not offer TLS, which these recipients require; "
-                    "held back for retry, never sent in plaintext",
-                )
-        options = _mail_options(client, mail_options, len(data))
-        if isinstance(options, RecipientResult):
-            return all_recipients(recipients, options.code, options.text)
-        if spec.tls is TlsMode.VERIFY and client.supports_extension("requiretls"):
-            options.append("REQUIRETLS")
-        try:
-            await client.mail(sender, options=options, encoding=encoding)
-        except aiosmtplib.SMTPResponseException as e:
-            return all_recipients(recipients, e.code, f"next hop refused the sender: {e.message}")
-        results: dict[str, RecipientResult] = {}
-        accepted: list[str] = []
-        for rcpt in recipients:
-            try:
-                await client.rcpt(rcpt, encoding=encoding)
-                accepted.append(rcpt)
-            except aiosmtplib.SMTPResponseException as e:
-                results[rcpt] = RecipientResult(rcpt, e.code, f"next hop refused the recipient: {e.message}")
-        if not accepted:
-            await _quit(client)
-            return results
-        try:
-            response = await client.data(data)
-        except aiosmtplib.SMTPResponseException as e:
-            results.update(all_recipients(accepted, e.code, f"next hop refused the message: {e.message}"))
-            return results
-        results.update(all_recipients(accepted, 250, f"2.0.0 delivered via {where}: {response.message[:120]}"))
+        results, _ = await transact(client, spec, where, sender, recipients, data, mail_options)
         await _quit(client)
         return results
-    except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError, ssl.SSLError) as e:
+    except (_DataSent, *_CONVERSATION_ERRORS) as e:
         log.warning("route %s: conversation with %s failed: %s", spec.url, where, e)
-        return {
-            **all_recipients(recipients, 451, f"4.4.2 connection to the next hop {where} failed; will retry"),
-        }
+        return all_recipients(recipients, 451, f"4.4.2 connection to the next hop {where} failed; will retry")
     finally:
         client.close()
+
+
+class SmtpRoute:
+    """A next hop that speaks SMTP: Postfix's reinjection port, a smarthost, a test sink.
+
+    Like Postfix's connection cache, sessions are kept open between messages for
+    `reuse_time` seconds, saving the connect, greeting and TLS handshake per message.
+    A cached session that turns out to be dead before DATA is replaced transparently.
+    """
+
+    def __init__(self, name: str, spec: RouteSpec, timeout: float, helo_name: str,
+                 reuse_time: float = 5.0, max_idle: int = 32):
+        self.name = name
+        self.spec = spec
+        self.timeout = timeout
+        self.helo_name = helo_name
+        self.reuse_time = reuse_time
+        self.max_idle = max_idle
+        self._idle: list[tuple[aiosmtplib.SMTP, float, asyncio.AbstractEventLoop]] = []
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def _close_politely(self, client: aiosmtplib.SMTP) -> None:
+        task = asyncio.ensure_future(_quit(client))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def _take_idle(self) -> aiosmtplib.SMTP | None:
+        now = time.monotonic()
+        loop = asyncio.get_running_loop()
+        while self._idle:
+            client, since, owner = self._idle.pop()
+            if now - since <= self.reuse_time and owner is loop and client.is_connected:
+                return client
+            if not owner.is_closed():
+                client.close()
+        return None
+
+    def _keep(self, client: aiosmtplib.SMTP) -> None:
+        if self.reuse_time > 0 and len(self._idle) < self.max_idle and client.is_connected:
+            self._idle.append((client, time.monotonic(), asyncio.get_running_loop()))
+        else:
+            self._close_politely(client)
+
+    async def deliver(
+        self, sender: str, recipients: list[str], data: bytes, mail_options: tuple[str, ...]
+    ) -> dict[str, RecipientResult]:
+        where = f"{self.spec.host}:{self.spec.port}"
+        for attempt in range(2):
+            client = self._take_idle() if attempt == 0 else None
+            reused = client is not None
+            if client is None:
+                try:
+                    client = await open_session(self.spec, self.spec.host, self.spec.port,
+                                                timeout=self.timeout, helo_name=self.helo_name)
+                except _Deferred as d:
+                    return all_recipients(recipients, d.code, d.text)
+            try:
+                results, clean = await transact(client, self.spec, where, sender, recipients, data, mail_options)
+            except _CONVERSATION_ERRORS as e:
+                client.close()
+                if reused:
+                    continue  # the cached session had gone stale before DATA: nothing was sent
+                log.warning("route %s: conversation with %s failed: %s", self.spec.url, where, e)
+                break
+            except _DataSent as e:
+                client.close()
+                log.warning("route %s: connection to %s lost during DATA: %s", self.spec.url, where, e)
+                break
+            if clean:
+                self._keep(client)
+            else:
+                self._close_politely(client)
+            return results
+        return all_recipients(recipients, 451, f"4.4.2 connection to the next hop {where} failed; will retry")
 
 
 async def _quit(client: aiosmtplib.SMTP) -> None:
@@ -248,6 +347,8 @@ async def _quit(client: aiosmtplib.SMTP) -> None:
         await client.quit()
     except Exception:
         pass
+    finally:
+        client.close()
 
 
 class MxRoute:
@@ -302,9 +403,9 @@ class MxRoute:
         return results
 
 
-def build_route(name: str, spec: RouteSpec, timeout: float, helo_name: str) -> Route:
+def build_route(name: str, spec: RouteSpec, timeout: float, helo_name: str, reuse_time: float = 5.0) -> Route:
     if spec.kind == "maildir":
         return MaildirRoute(name, spec)
     if spec.kind == "smtp":
-        return SmtpRoute(name, spec, timeout, helo_name)
+        return SmtpRoute(name, spec, timeout, helo_name, reuse_time)
     return MxRoute(name, spec, timeout, helo_name)
