@@ -43,20 +43,28 @@ class TextSegment:
     text: str
 
 
-# Characters that change nothing a person sees but break patterns: zero-width space,
-# non-joiner, joiner, word joiner, byte-order mark, soft hyphen.
-_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"), None)
-# Dashes and minus signs read as a hyphen.
-_DASHES = {cp: "-" for cp in (*range(0x2010, 0x2016), 0x2212, 0xfe58, 0xfe63, 0xff0d)}
-_TRANSLATE = {**_INVISIBLE, **_DASHES}
+# Characters that change nothing a person sees but break patterns (zero-width space,
+# non-joiner, joiner, word joiner, byte-order mark, soft hyphen), and dashes and minus
+# signs, which a person reads as a hyphen.
+_INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff\u00ad"
+_DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d"
+_ODD = re.compile(f"[{_INVISIBLE}{_DASHES}]")
+_ODD_REPLACEMENT = {**dict.fromkeys(_INVISIBLE, ""), **dict.fromkeys(_DASHES, "-")}
+
+
+def _fix_odd(text: str) -> str:
+    return _ODD.sub(lambda m: _ODD_REPLACEMENT[m.group()], text) if _ODD.search(text) else text
 
 
 def normalise_text(text: str) -> str:
     """Text as a person reads it: NFKC (full-width digits, ligatures, non-breaking spaces),
-    invisible characters removed, every dash a hyphen."""
+    invisible characters removed, every dash a hyphen. Cheap for text that needs none of it."""
     if text.isascii():
         return text
-    return unicodedata.normalize("NFKC", text.translate(_TRANSLATE)).translate(_TRANSLATE)
+    text = _fix_odd(text)
+    if not unicodedata.is_normalized("NFKC", text):
+        text = _fix_odd(unicodedata.normalize("NFKC", text))
+    return text
 
 
 @dataclass(frozen=True)
