@@ -13,7 +13,31 @@ if TYPE_CHECKING:
 def build_detectors(config: "Config") -> list[Detector]:
     """Every detector the gateway runs, constructed once per process."""
     from detectors.markings.protective_marking import ProtectiveMarkingDetector
+    from detectors.personal_data.date_of_birth import DateOfBirthDetector
+    from detectors.personal_data.email_address import EmailAddressDetector
+    from detectors.personal_data.iban import IbanDetector
+    from detectors.personal_data.nhs_number import NhsNumberDetector
+    from detectors.personal_data.payment_card import PaymentCardDetector
+    from detectors.personal_data.uk_bank_account import BankAccountDetector
+    from detectors.personal_data.uk_driving_licence import DrivingLicenceDetector
     from detectors.personal_data.uk_nino import NinoDetector
+    from detectors.personal_data.uk_passport import PassportDetector
+    from detectors.personal_data.uk_phone import PhoneDetector
+    from detectors.personal_data.uk_postcode import PostcodeDetector
     from detectors.structure import StructureDetector
 
-    return [NinoDetector(), ProtectiveMarkingDetector(), StructureDetector()]
+    return [
+        NinoDetector(),
+        NhsNumberDetector(),
+        PaymentCardDetector(),
+        BankAccountDetector(),
+        IbanDetector(),
+        PassportDetector(),
+        DrivingLicenceDetector(),
+        DateOfBirthDetector(),
+        PostcodeDetector(),
+        PhoneDetector(),
+        EmailAddressDetector(),
+        ProtectiveMarkingDetector(),
+        StructureDetector(),
+    ]
