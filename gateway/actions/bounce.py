@@ -64,12 +64,17 @@ def location_words(location: str) -> str:
     return location
 
 
+def plural(kind: str, count: int) -> str:
+    """'3 email addresses', '2 NHS numbers', '1 IBAN'; kinds already plural stay as they are."""
+    if count == 1:
+        return kind
+    if kind.endswith(("ss", "sh", "ch", "x")):
+        return kind + "es"
+    return kind if kind.endswith("s") else kind + "s"
+
+
 def describe_findings(findings: Iterable[Finding]) -> list[str]:
-    lines = []
-    for f in findings:
-        kind = f.kind if f.count == 1 or f.kind.endswith("s") else f"{f.kind}s"
-        lines.append(f"{location_words(f.location)}: {f.count} {kind}")
-    return lines
+    return [f"{location_words(f.location)}: {f.count} {plural(f.kind, f.count)}" for f in findings]
 
 
 def _rules_behind(decision: RecipientDecision, rules: list[Rule], action: Action) -> list[Rule]:
