@@ -156,6 +156,12 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_dkim_keygen(args: argparse.Namespace) -> int:
+    from gateway.dkim import cmd_dkim_keygen as keygen
+
+    return keygen(args.domain, args.selector, args.directory, args.algorithm)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dlp-gateway", description="Outbound email data-loss-prevention gateway")
     parser.add_argument("--log-level", default=os.environ.get("DLP_GATEWAY_LOG_LEVEL", "INFO"),
@@ -176,6 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
                       "default: To, Cc and Bcc)")
     scan.add_argument("files", nargs="+", metavar="FILE.eml")
     scan.set_defaults(func=cmd_scan)
+
+    keygen = sub.add_parser("dkim-keygen", help="make a DKIM signing key and print its DNS TXT record")
+    keygen.add_argument("domain", help="the From: domain to sign for, e.g. example.gov.uk")
+    keygen.add_argument("selector", help="the selector, e.g. s2025")
+    keygen.add_argument("--directory", default="var/dkim", help="where the private key goes (default var/dkim)")
+    keygen.add_argument("--algorithm", default="rsa-sha256", choices=["rsa-sha256", "ed25519-sha256"])
+    keygen.set_defaults(func=cmd_dkim_keygen)
 
     q = with_config(sub.add_parser("quarantine", help="list, show, read, release or delete held messages"))
     q.set_defaults(func=cmd_quarantine)

@@ -147,6 +147,36 @@ class BounceSettings(_Section):
         return v
 
 
+class DisclaimerSettings(_Section):
+    enabled: bool
+    text_template: str
+    html_template: str
+
+    @model_validator(mode="after")
+    def _templates(self) -> "DisclaimerSettings":
+        from gateway.disclaimer import load_disclaimer
+
+        load_disclaimer(self.text_template, self.html_template)  # TemplateError is a ValueError naming the file
+        return self
+
+
+class DkimDomain(_Section):
+    selector: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]*$")
+    key_file: str
+
+    @field_validator("key_file")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        from gateway.dkim import load_private_key
+
+        load_private_key(v)  # KeyFileError is a ValueError naming the file
+        return v
+
+
+class DkimSettings(_Section):
+    domains: dict[str, DkimDomain]
+
+
 def _check_domains(v: list[str]) -> list[str]:
     out = []
     for d in v:
@@ -239,6 +269,8 @@ class Config(_Section):
     storage: StorageSettings
     audit: AuditSettings
     bounce: BounceSettings
+    disclaimer: DisclaimerSettings
+    dkim: DkimSettings
     organisation: OrganisationSettings
     policy: PolicySettings
 

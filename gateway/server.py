@@ -192,12 +192,14 @@ class GatewayHandler:
     async def process(self, raw: bytes, envelope: Envelope) -> dict[str, RecipientResult]:
         reference = new_reference()
         try:
-            inspection = await self.pool.inspect(raw, envelope, reference)
+            inspected = await self.pool.inspect(raw, envelope, reference)
         except InspectionUnavailable as e:
             return all_recipients(list(envelope.rcpt_tos), 451, f"4.3.0 message could not be inspected now ({e}); "
                                   "try again later")
+        inspection = inspected.inspection
         try:
-            results = await self.dispatcher.carry_out(inspection, raw, envelope, per_recipient=self.lmtp)
+            results = await self.dispatcher.carry_out(inspection, raw, envelope, per_recipient=self.lmtp,
+                                                      outgoing=inspected.outgoing)
         except Exception:
             log.exception("carrying out the decision for %s failed", reference)
             return all_recipients(list(envelope.rcpt_tos), 451, "4.3.0 internal error; try again later")

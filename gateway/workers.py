@@ -15,7 +15,9 @@ import os
 import signal
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 
+from gateway.actions.outgoing import OutgoingPreparer
 from gateway.config import Config
 from gateway.message import Envelope
 from gateway.pipeline import Inspection, Pipeline
@@ -23,18 +25,28 @@ from gateway.pipeline import Inspection, Pipeline
 log = logging.getLogger(__name__)
 
 _pipeline: Pipeline | None = None
+_preparer: OutgoingPreparer | None = None
+
+
+@dataclass(frozen=True)
+class Inspected:
+    inspection: Inspection
+    outgoing: bytes | None          # what delivered recipients get (disclaimer, DKIM); None if nobody is delivered
 
 
 def _init_worker(config: Config) -> None:
-    global _pipeline
+    global _pipeline, _preparer
     # Ctrl-C reaches the whole process group; the server decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _pipeline = Pipeline(config)
+    _preparer = OutgoingPreparer(config)
 
 
-def _inspect_in_worker(raw: bytes, envelope: Envelope, reference: str) -> Inspection:
-    assert _pipeline is not None
-    return _pipeline.inspect(raw, envelope, reference)
+def _inspect_in_worker(raw: bytes, envelope: Envelope, reference: str) -> Inspected:
+    assert _pipeline is not None and _preparer is not None
+    inspection = _pipeline.inspect(raw, envelope, reference)
+    delivered = any(r.action.route for r in inspection.decision.recipients)
+    return Inspected(inspection, _preparer.prepare(raw, inspection) if delivered else None)
 
 
 class InspectionUnavailable(Exception):
@@ -69,7 +81,7 @@ class InspectionPool:
             old.shutdown(wait=False, cancel_futures=True)
         self.start()
 
-    async def inspect(self, raw: bytes, envelope: Envelope, reference: str) -> Inspection:
+    async def inspect(self, raw: bytes, envelope: Envelope, reference: str) -> Inspected:
         executor = self._executor
         assert executor is not None, "start() the pool first"
         loop = asyncio.get_running_loop()

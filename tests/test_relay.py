@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import smtplib
+import subprocess
 import time
 import socket
 
 import pytest
 
 from tests.conftest import SENDER, make_message
-from tests.support import GatewayProcess, Sink, smtp_route, wait_until
+from tests.support import BIN, GatewayProcess, Sink, smtp_route, wait_until
 
 NINO_BODY = "Hi,\n\nHer National Insurance number is AB 12 34 56 C, as discussed.\n\nJane"
 
@@ -22,8 +24,10 @@ def test_benign_mail_is_delivered_to_the_next_hop(gateway: GatewayProcess, sink:
     (received,) = sink.wait_for(1)
     assert received.rcpt_tos == ["partner@supplier.example.com"]
     assert received.mail_from == SENDER
-    # The original bytes travel on unchanged behind the gateway's trace headers.
-    assert received.data.replace(b"\r\n", b"\n").endswith(raw.replace(b"\r\n", b"\n"))
+    # The original headers travel on unchanged behind the gateway's trace headers (the body gains the disclaimer).
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    assert head in received.data
+    assert "Tuesday's meeting" in received.message.get_body(("plain",)).get_content()
     assert received.message["X-DLP-Gateway"].endswith("action=deliver")
     (record,) = gateway.audit()
     assert record["verdict"] == "deliver"
@@ -300,16 +304,16 @@ def test_null_sender_refusal_gets_no_bounce_and_a_550(gateway: GatewayProcess, s
 
 def test_smtputf8_and_8bitmime_pass_through_unchanged(gateway: GatewayProcess, sink: Sink) -> None:
     body = "Grüße aus Köln — the café list is attached. 日本語".encode()
-    raw = (b"From: Zo\xc3\xab <zo\xc3\xab@council.example.gov.uk>\r\nTo: j\xc3\xb8rgen@supplier.example.com\r\n"
+    raw = (b"From: Zo\xc3\xab <zo\xc3\xab@council.example.gov.uk>\r\nTo: j\xc3\xb8rgen@council.example.gov.uk\r\n"
            b"Subject: caf\xc3\xa9\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
            b"Content-Transfer-Encoding: 8bit\r\n\r\n" + body + b"\r\n")
     with gateway.smtp() as client:
         client.ehlo()
         assert client.has_extn("smtputf8") and client.has_extn("8bitmime")
-        assert client.sendmail("zoë@council.example.gov.uk", ["jørgen@supplier.example.com"], raw,
+        assert client.sendmail("zoë@council.example.gov.uk", ["jørgen@council.example.gov.uk"], raw,
                                mail_options=["SMTPUTF8", "BODY=8BITMIME"]) == {}
     (received,) = sink.wait_for(1)
-    assert received.rcpt_tos == ["jørgen@supplier.example.com"]
+    assert received.rcpt_tos == ["jørgen@council.example.gov.uk"]
     assert "SMTPUTF8" in received.mail_options and "BODY=8BITMIME" in received.mail_options
     assert received.data.endswith(raw)
 
@@ -406,3 +410,39 @@ def test_next_hop_sessions_are_reused_and_a_stale_one_is_replaced(gateway: Gatew
         assert received.message["Subject"] == "after"
     finally:
         restarted.stop()
+
+
+def test_external_mail_gets_the_disclaimer_once_and_internal_mail_none(gateway: GatewayProcess, sink: Sink) -> None:
+    internal_raw = make_message(to=["colleague@council.example.gov.uk"])
+    with gateway.smtp() as client:
+        client.sendmail(SENDER, ["partner@supplier.example.com"], make_message(to=["partner@supplier.example.com"]))
+        client.sendmail(SENDER, ["colleague@council.example.gov.uk"], internal_raw)
+    external, internal = sink.wait_for(2)
+    text = external.message.get_body(("plain",)).get_content()
+    assert text.count("is monitored and recorded") == 1
+    assert "Tuesday's meeting" in text
+    # Internal-only mail is passed on byte for byte behind the trace headers.
+    assert internal.data.endswith(internal_raw)
+
+
+def test_delivered_mail_is_dkim_signed_after_the_disclaimer(gateway_factory, sink: Sink, tmp_path) -> None:
+    import dkim
+
+    keygen = subprocess.run([str(BIN / "dlp-gateway"), "dkim-keygen", "council.example.gov.uk", "s2026",
+                             "--directory", str(tmp_path / "keys")], capture_output=True, text=True, timeout=60)
+    assert keygen.returncode == 0, keygen.stderr
+    (key_file,) = (tmp_path / "keys").glob("*.key")
+    (record,) = [line for line in keygen.stdout.splitlines() if " IN TXT " in line]
+    txt = "".join(re.findall(r'"([^"]*)"', record)).encode()
+    gw = gateway_factory({"routes": {"relay": smtp_route(sink), "secure": smtp_route(sink)},
+                          "dkim": {"domains": {"council.example.gov.uk": {"selector": "s2026",
+                                                                          "key_file": str(key_file)}}}})
+    with gw.smtp() as client:
+        client.sendmail(SENDER, ["partner@supplier.example.com"], make_message())
+    (received,) = sink.wait_for(1)
+    assert "is monitored and recorded" in received.message.get_body(("plain",)).get_content()
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        return txt if name == b"s2026._domainkey.council.example.gov.uk." else b""
+
+    assert dkim.verify(received.data, dnsfunc=dns)

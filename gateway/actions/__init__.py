@@ -54,11 +54,14 @@ class Dispatcher:
         return (received + verdict).encode("ascii", "replace") + raw
 
     async def carry_out(
-        self, inspection: Inspection, raw: bytes, envelope: Envelope, per_recipient: bool
+        self, inspection: Inspection, raw: bytes, envelope: Envelope, per_recipient: bool,
+        outgoing: bytes | None = None,
     ) -> dict[str, RecipientResult]:
         """Results for every envelope recipient. `per_recipient` is True for LMTP; over SMTP
         one reply covers all, so a temporary failure stops further work (the retry redoes it)
-        and permanent next-hop failures beside successes are bounced here."""
+        and permanent next-hop failures beside successes are bounced here. `outgoing` is
+        what delivered recipients get (disclaimer and signature added); held and bounced
+        mail always keeps the original bytes."""
         decision = inspection.decision
         results: dict[str, RecipientResult] = {}
 
@@ -80,7 +83,9 @@ class Dispatcher:
         outcomes = await asyncio.gather(
             *(
                 self.routes[action.route].deliver(
-                    envelope.mail_from, group, self.outgoing(raw, inspection, envelope, action), envelope.mail_options
+                    envelope.mail_from, group, self.outgoing(outgoing if outgoing is not None else raw, inspection,
+                                                             envelope, action),
+                    envelope.mail_options,
                 )
                 for action, group in deliveries
                 if group and action.route
