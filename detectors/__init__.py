@@ -18,6 +18,8 @@ def build_detectors(config: "Config") -> list[Detector]:
     from detectors.personal_data.iban import IbanDetector
     from detectors.personal_data.nhs_number import NhsNumberDetector
     from detectors.personal_data.payment_card import PaymentCardDetector
+    from detectors.personal_data.person_name import PersonNameDetector
+    from detectors.personal_data.special_category import SpecialCategoryDetector
     from detectors.personal_data.uk_bank_account import BankAccountDetector
     from detectors.personal_data.uk_driving_licence import DrivingLicenceDetector
     from detectors.personal_data.uk_nino import NinoDetector
@@ -26,6 +28,7 @@ def build_detectors(config: "Config") -> list[Detector]:
     from detectors.personal_data.uk_postcode import PostcodeDetector
     from detectors.structure import StructureDetector
 
+    ner = config.detectors.ner
     return [
         NinoDetector(),
         NhsNumberDetector(),
@@ -38,6 +41,10 @@ def build_detectors(config: "Config") -> list[Detector]:
         PostcodeDetector(),
         PhoneDetector(),
         EmailAddressDetector(),
+        SpecialCategoryDetector(model=ner.model, max_chars=ner.max_chars, preload=ner.preload,
+                                max_unit_chars=config.detectors.special_category.max_unit_chars),
+        PersonNameDetector(model=ner.model, max_chars=ner.max_chars, preload=ner.preload,
+                           min_rows=config.detectors.person_name.min_rows),
         ProtectiveMarkingDetector(),
         StructureDetector(),
     ]

@@ -147,6 +147,26 @@ class BounceSettings(_Section):
         return v
 
 
+class NerSettings(_Section):
+    model: str
+    max_chars: int = Field(gt=0)
+    preload: bool
+
+
+class SpecialCategorySettings(_Section):
+    max_unit_chars: int = Field(gt=0)
+
+
+class PersonNameSettings(_Section):
+    min_rows: int = Field(gt=0)
+
+
+class DetectorSettings(_Section):
+    ner: NerSettings
+    special_category: SpecialCategorySettings
+    person_name: PersonNameSettings
+
+
 class DisclaimerSettings(_Section):
     enabled: bool
     text_template: str
@@ -269,6 +289,7 @@ class Config(_Section):
     storage: StorageSettings
     audit: AuditSettings
     bounce: BounceSettings
+    detectors: DetectorSettings
     disclaimer: DisclaimerSettings
     dkim: DkimSettings
     organisation: OrganisationSettings

@@ -219,6 +219,8 @@ class GatewayProcess:
                        "workers": 1, "hostname": "gateway.test"},
             "organisation": {"internal_domains": ["council.example.gov.uk"], "trusted_domains": ["nhs.net"]},
             "bounce": {"postmaster": "postmaster@council.example.gov.uk"},
+            # Workers load the name model only when a message needs it: most tests never do.
+            "detectors": {"ner": {"preload": False}},
         }
         self.settings = _merge(base, settings)
         self.config_file = workdir / "gateway.yaml"

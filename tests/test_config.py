@@ -48,7 +48,8 @@ def test_shipped_personal_domains_include_every_one_policy_md_names() -> None:
 
 def test_every_setting_in_default_yaml_has_a_comment() -> None:
     for number, line in enumerate(DEFAULTS_FILE.read_text().splitlines(), 1):
-        if re.match(r"^  [a-z_]+:", line) and not line.strip().startswith("rules:"):
+        # A setting with its value on the line, in a section or a sub-section (rules are data, not settings).
+        if re.match(r"^ {2,4}[a-z_]+:\s*[^#\s]", line):
             assert "#" in line, f"default.yaml line {number} has no comment: {line!r}"
 
 

@@ -68,6 +68,10 @@ def plural(kind: str, count: int) -> str:
     """'3 email addresses', '2 NHS numbers', '1 IBAN'; kinds already plural stay as they are."""
     if count == 1:
         return kind
+    if kind.endswith("a named person"):   # "health information about a named person"
+        return kind.removesuffix("a named person") + "named people"
+    if kind.endswith("person"):
+        return kind.removesuffix("person") + "people"
     if kind.endswith(("ss", "sh", "ch", "x")):
         return kind + "es"
     return kind if kind.endswith("s") else kind + "s"
