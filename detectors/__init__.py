@@ -45,6 +45,6 @@ def build_detectors(config: "Config") -> list[Detector]:
                                 max_unit_chars=config.detectors.special_category.max_unit_chars),
         PersonNameDetector(model=ner.model, max_chars=ner.max_chars, preload=ner.preload,
                            min_rows=config.detectors.person_name.min_rows),
-        ProtectiveMarkingDetector(),
+        ProtectiveMarkingDetector(**config.detectors.markings.model_dump()),
         StructureDetector(),
     ]

@@ -161,10 +161,25 @@ class PersonNameSettings(_Section):
     min_rows: int = Field(gt=0)
 
 
+class MarkingSettings(_Section):
+    namespaces: list[str]
+    msip_labels: dict[str, dict[str, MarkingLevel]]
+    legacy: dict[str, MarkingLevel]
+    edge_lines: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _usable(self) -> "MarkingSettings":
+        from detectors.markings.protective_marking import ProtectiveMarkingDetector
+
+        ProtectiveMarkingDetector(**self.model_dump())  # GUIDs and words are checked there
+        return self
+
+
 class DetectorSettings(_Section):
     ner: NerSettings
     special_category: SpecialCategorySettings
     person_name: PersonNameSettings
+    markings: MarkingSettings
 
 
 class DisclaimerSettings(_Section):
