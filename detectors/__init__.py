@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
 def build_detectors(config: "Config") -> list[Detector]:
     """Every detector the gateway runs, constructed once per process."""
+    from detectors.attachments.findings import AttachmentDetector
     from detectors.markings.protective_marking import ProtectiveMarkingDetector
     from detectors.personal_data.date_of_birth import DateOfBirthDetector
     from detectors.personal_data.email_address import EmailAddressDetector
@@ -47,4 +48,5 @@ def build_detectors(config: "Config") -> list[Detector]:
                            min_rows=config.detectors.person_name.min_rows),
         ProtectiveMarkingDetector(**config.detectors.markings.model_dump()),
         StructureDetector(),
+        AttachmentDetector(),
     ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -17,6 +17,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from detectors.base import MarkingLevel
 from gateway.decision import Action, RecipientClass
 from gateway.routes import RouteSpec, parse_route
+
+if TYPE_CHECKING:
+    from detectors.attachments import Limits
 
 DEFAULTS_FILE = Path(os.environ.get("DLP_GATEWAY_DEFAULTS", Path(__file__).resolve().parent.parent / "config" / "default.yaml"))
 
@@ -182,6 +185,20 @@ class DetectorSettings(_Section):
     markings: MarkingSettings
 
 
+class AttachmentSettings(_Section):
+    max_depth: int = Field(ge=0)
+    max_members: int = Field(gt=0)
+    max_expanded_bytes: int = Field(gt=0)
+    max_ratio: float = Field(gt=1)
+    max_seconds: float = Field(gt=0)
+
+    @property
+    def limits(self) -> "Limits":
+        from detectors.attachments import Limits
+
+        return Limits(**self.model_dump())
+
+
 class DisclaimerSettings(_Section):
     enabled: bool
     text_template: str
@@ -305,6 +322,7 @@ class Config(_Section):
     audit: AuditSettings
     bounce: BounceSettings
     detectors: DetectorSettings
+    attachments: AttachmentSettings
     disclaimer: DisclaimerSettings
     dkim: DkimSettings
     organisation: OrganisationSettings

@@ -7,9 +7,11 @@ safe side. The model never changes the bytes; delivery sends `raw` on.
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
 import html
+import quopri
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -17,7 +19,8 @@ from email.header import decode_header, make_header
 from email.message import Message as EmailMessage
 from email.utils import getaddresses
 from html.parser import HTMLParser
-from typing import Callable, Iterable
+
+from detectors.attachments import AttachmentReport, Limits, ReadFile, Status, read_attachments
 
 BODY = "body"
 SUBJECT = "subject"
@@ -95,6 +98,7 @@ class Message:
     segments: tuple[TextSegment, ...]
     attachments: tuple[Attachment, ...]
     defects: tuple[Defect, ...] = ()        # what could not be read
+    attachment_reports: tuple[AttachmentReport, ...] = ()  # each attachment: inspected, encrypted or not
 
     def header(self, name: str) -> list[str]:
         lname = name.lower()
@@ -108,16 +112,6 @@ class Message:
     @property
     def size(self) -> int:
         return len(self.raw)
-
-
-# Extractors turn an attachment's bytes into text segments; attachment support adds
-# more by detected type. Each takes (attachment) and returns text or None.
-TextExtractor = Callable[[Attachment], "str | None"]
-_EXTRACTORS: list[tuple[Callable[[str], bool], TextExtractor]] = []
-
-
-def register_extractor(matches: Callable[[str], bool], extractor: TextExtractor) -> None:
-    _EXTRACTORS.append((matches, extractor))
 
 
 def decode_header_value(value: str) -> str:
@@ -216,95 +210,143 @@ def _attachment_name(part: EmailMessage, index: int) -> str:
     return name or f"part-{index}"
 
 
-def _iter_parts(msg: EmailMessage) -> Iterable[EmailMessage]:
-    try:
-        yield from msg.walk()
-    except Exception:
-        yield msg
+@dataclass
+class ModelParts:
+    """A message taken apart, before its attachments are read (shared with attached emails)."""
+
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    subject: str = ""
+    message_id: str = ""
+    texts: list[tuple[str, str]] = field(default_factory=list)      # (location, text) of subject and body parts
+    files: list[ReadFile] = field(default_factory=list)             # attachments, attached emails included
+    encrypted: list[tuple[str, str]] = field(default_factory=list)  # (location, why) for encrypted content
+    unread: list[tuple[str, str]] = field(default_factory=list)     # (location, why) for content left unread
+    defects: list[Defect] = field(default_factory=list)
 
 
-def parse(raw: bytes, envelope: Envelope) -> Message:
-    """Model `raw`; never raises."""
-    defects: list[Defect] = []
+_PGP_ARMOUR = re.compile(r"-----BEGIN PGP MESSAGE-----")
+
+
+def _smime_type(part: EmailMessage) -> str:
+    return (part.get_param("smime-type") or "").lower() if part.get_content_type() in _PKCS7 else ""
+
+
+_PKCS7 = ("application/pkcs7-mime", "application/x-pkcs7-mime")
+
+
+def _where(part: EmailMessage, index: int, top: bool) -> str:
+    return "message" if top else f"attachment:{_attachment_name(part, index)}"
+
+
+def model_parts(raw: bytes) -> ModelParts:
+    """Headers, readable text and attachment files of `raw`; never raises."""
+    parts = ModelParts()
     try:
         msg = email.message_from_bytes(raw, policy=email.policy.compat32)
     except Exception:
-        text = normalise_text(raw.decode("utf-8", errors="replace"))
-        return Message(envelope, raw, (), "", "", (TextSegment(BODY, text),), (), (Defect("message", "could not be parsed"),))
-
-    headers: list[tuple[str, str]] = []
+        parts.texts.append((BODY, raw.decode("utf-8", errors="replace")))
+        parts.defects.append(Defect("message", "could not be parsed"))
+        return parts
     for name, value in msg.items():
-        headers.append((name, decode_header_value(str(value))))
-    subject = next((v for k, v in headers if k.lower() == "subject"), "")
-    message_id = next((v.strip() for k, v in headers if k.lower() == "message-id"), "")
-
-    segments: list[TextSegment] = []
-    if subject:
-        segments.append(TextSegment(SUBJECT, normalise_text(subject)))
-    attachments: list[Attachment] = []
-    index = 0
-    for part in _iter_parts(msg):
-        index += 1
-        if part.is_multipart():
-            continue
-        ctype = part.get_content_type()
-        disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
-        is_attachment = disposition == "attachment" or bool(part.get_param("name")) or bool(part.get_filename(None))
-        if ctype in ("text/plain", "text/html") and not is_attachment:
-            data = _payload(part, defects, BODY)
-            text = decode_text(data, part.get_content_charset())
-            if ctype == "text/html":
-                text = html_to_text(text)
-            if text.strip():
-                segments.append(TextSegment(BODY, normalise_text(text)))
-            continue
-        if ctype == "message/rfc822" or part.get_content_maintype() == "multipart":
-            continue
-        name = _attachment_name(part, index)
-        data = _payload(part, defects, f"attachment:{name}")
-        att = Attachment(
-            name=name,
-            location=f"attachment:{name}",
-            declared_type=ctype,
-            detected_type=detect_type(data),
-            size=len(data),
-            data=data,
-        )
-        attachments.append(att)
-        segments.extend(_extract(att, part.get_content_charset(), defects))
-
+        parts.headers.append((name, decode_header_value(str(value))))
+    parts.subject = next((v for k, v in parts.headers if k.lower() == "subject"), "")
+    parts.message_id = next((v.strip() for k, v in parts.headers if k.lower() == "message-id"), "")
+    if parts.subject:
+        parts.texts.append((SUBJECT, parts.subject))
+    counter = [0]
+    _take_apart(msg, parts, counter, top=True)
     for defect in getattr(msg, "defects", []):
-        name = type(defect).__name__
-        if name in ("StartBoundaryNotFoundDefect", "MultipartInvariantViolationDefect"):
-            defects.append(Defect("message", "damaged MIME structure"))
-    if not segments and not attachments and raw.strip():
+        if type(defect).__name__ in ("StartBoundaryNotFoundDefect", "MultipartInvariantViolationDefect"):
+            parts.defects.append(Defect("message", "damaged MIME structure"))
+    if len(parts.texts) == (1 if parts.subject else 0) and not parts.files and not parts.encrypted and raw.strip():
         # Nothing came out of the MIME structure: inspect the raw bytes rather than nothing.
-        segments.append(TextSegment(BODY, normalise_text(raw.decode("utf-8", errors="replace"))))
+        parts.texts.append((BODY, raw.decode("utf-8", errors="replace")))
+    return parts
+
+
+def _take_apart(part: EmailMessage, parts: ModelParts, counter: list[int], top: bool = False) -> None:
+    counter[0] += 1
+    index = counter[0]
+    ctype = part.get_content_type()
+    if ctype == "multipart/encrypted":
+        parts.encrypted.append((_where(part, index, top), "OpenPGP/MIME encrypted message"))
+        return
+    if ctype in _PKCS7:
+        kind = _smime_type(part)
+        if kind in ("enveloped-data", "authenveloped-data") or (not kind and _attachment_name(part, index).lower()
+                                                               .endswith(".p7m")):
+            parts.encrypted.append((_where(part, index, top), "S/MIME encrypted message"))
+        else:
+            # Opaque-signed S/MIME wraps its content in a structure the gateway does not unpack.
+            parts.unread.append((_where(part, index, top), "S/MIME opaque-signed content"))
+        return
+    if ctype == "message/rfc822":
+        name = _attachment_name(part, index)
+        if name.startswith("part-"):
+            name = f"{name}.eml"
+        parts.files.append(ReadFile(name, _attached_message(part), ctype))
+        return
+    if part.is_multipart():
+        try:
+            children = part.get_payload()
+        except Exception:
+            children = []
+        for child in children if isinstance(children, list) else []:
+            if isinstance(child, EmailMessage):
+                _take_apart(child, parts, counter)
+        return
+    disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
+    is_attachment = disposition == "attachment" or bool(part.get_param("name")) or bool(part.get_filename(None))
+    if ctype in ("text/plain", "text/html") and not is_attachment:
+        data = _payload(part, parts.defects, BODY)
+        text = decode_text(data, part.get_content_charset())
+        if ctype == "text/html":
+            text = html_to_text(text)
+        if _PGP_ARMOUR.search(text):
+            parts.encrypted.append((BODY, "OpenPGP encrypted text"))
+        if text.strip():
+            parts.texts.append((BODY, text))
+        return
+    name = _attachment_name(part, index)
+    parts.files.append(ReadFile(name, _payload(part, parts.defects, f"attachment:{name}"), ctype))
+
+
+def _attached_message(part: EmailMessage) -> bytes:
+    """The bytes of an attached message; some clients base64-encode it, against RFC 2046."""
+    inner = part.get_payload()
+    if not isinstance(inner, list) or not inner:
+        return b""
+    try:
+        cte = (part.get("Content-Transfer-Encoding") or "").strip().lower()
+        if cte == "base64":
+            return base64.b64decode(str(inner[0].get_payload()), validate=False)
+        if cte == "quoted-printable":
+            return quopri.decodestring(str(inner[0].get_payload()).encode("ascii", "replace"))
+        return inner[0].as_bytes()
+    except Exception:
+        return b""
+
+
+def parse(raw: bytes, envelope: Envelope, limits: Limits | None = None) -> Message:
+    """Model `raw`, reading every attachment within `limits`; never raises."""
+    parts = model_parts(raw)
+    texts, reports = read_attachments(parts.files, limits or Limits(), detect_type)
+    top = [r for r in reports if r.depth == 0]
+    attachments = tuple(
+        Attachment(name=f.name, location=r.location, declared_type=f.declared_type, detected_type=r.detected_type,
+                   size=len(f.data), data=f.data)
+        for f, r in zip(parts.files, top)
+    )
+    reports.extend(AttachmentReport(loc, "", "", Status.ENCRYPTED, why) for loc, why in parts.encrypted)
+    reports.extend(AttachmentReport(loc, "", "", Status.INCOMPLETE, why) for loc, why in parts.unread)
     return Message(
         envelope=envelope,
         raw=raw,
-        headers=tuple(headers),
-        subject=subject,
-        message_id=message_id,
-        segments=tuple(segments),
-        attachments=tuple(attachments),
-        defects=tuple(dict.fromkeys(defects)),
+        headers=tuple(parts.headers),
+        subject=parts.subject,
+        message_id=parts.message_id,
+        segments=tuple(TextSegment(loc, normalise_text(text)) for loc, text in (*parts.texts, *texts) if text.strip()),
+        attachments=attachments,
+        defects=tuple(dict.fromkeys(parts.defects)),
+        attachment_reports=tuple(reports),
     )
-
-
-def _extract(att: Attachment, charset: str | None, defects: list[Defect]) -> list[TextSegment]:
-    for matches, extractor in _EXTRACTORS:
-        if matches(att.detected_type):
-            try:
-                text = extractor(att)
-            except Exception:
-                defects.append(Defect(att.location, "could not be read"))
-                return []
-            return [TextSegment(att.location, normalise_text(text))] if text else []
-    plain_declared = att.declared_type.startswith("text/") and att.detected_type in ("application/octet-stream", "application/csv")
-    if att.detected_type.startswith("text/") or plain_declared:
-        text = decode_text(att.data, charset)
-        if att.detected_type == "text/html" or att.declared_type == "text/html":
-            text = html_to_text(text)
-        return [TextSegment(att.location, normalise_text(text))] if text.strip() else []
-    return []

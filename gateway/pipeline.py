@@ -40,10 +40,11 @@ class Pipeline:
     def __init__(self, config: Config):
         self.detectors = build_detectors(config)
         self.policy = Policy(config.organisation, config.policy)
+        self.limits = config.attachments.limits
 
     def inspect(self, raw: bytes, envelope: Envelope, reference: str | None = None) -> Inspection:
         started = time.perf_counter()
-        message = parse(raw, envelope)
+        message = parse(raw, envelope, self.limits)
         findings: list[Finding] = []
         for detector in self.detectors:
             try:
