@@ -15,7 +15,7 @@ from detectors import build_detectors
 from detectors.base import Category, Finding, Signal
 from gateway.config import Config
 from gateway.decision import Decision
-from gateway.message import Envelope, parse
+from gateway.message import Envelope, Message, parse
 from gateway.policy import Policy
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,17 @@ class Inspection:
     findings: tuple[Finding, ...]
     decision: Decision
     seconds: float
+
+
+def gave_up(policy: Policy, raw: bytes, envelope: Envelope, reference: str, why: str) -> Inspection:
+    """The decision for a message whose inspection could not finish (it ran out of time or
+    crashed the inspector): content that could not be inspected, so rule 10 holds it for
+    anyone outside, instead of a temporary failure that would come back on every retry."""
+    message = Message(envelope, raw, (), "", "", (), ())
+    findings = [Finding(detector="inspection", category=Category.ATTACHMENT,
+                        kind="message that could not be inspected", location="message",
+                        signal=Signal.INCOMPLETE, detail=why)]
+    return Inspection(reference, "", len(raw), tuple(findings), policy.decide(message, findings), 0.0)
 
 
 class Pipeline:

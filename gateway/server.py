@@ -25,8 +25,9 @@ from gateway.actions.quarantine import Quarantine
 from gateway.audit import AuditLog, decision_record
 from gateway.config import Config, parse_listen
 from gateway.message import Envelope
-from gateway.pipeline import new_reference
-from gateway.workers import InspectionPool, InspectionUnavailable
+from gateway.pipeline import gave_up, new_reference
+from gateway.policy import Policy
+from gateway.workers import InspectionGaveUp, InspectionPool, InspectionUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,7 @@ class GatewayHandler:
         self.dispatcher = dispatcher
         self.audit = audit
         self.lmtp = lmtp
+        self.policy = Policy(config.organisation, config.policy)  # decides messages whose inspection gave up
         self.in_flight: set[asyncio.Task[Any]] = set()
 
     async def handle_RCPT(
@@ -191,15 +193,18 @@ class GatewayHandler:
 
     async def process(self, raw: bytes, envelope: Envelope) -> dict[str, RecipientResult]:
         reference = new_reference()
+        outgoing: bytes | None = None
         try:
             inspected = await self.pool.inspect(raw, envelope, reference)
+            inspection, outgoing = inspected.inspection, inspected.outgoing
         except InspectionUnavailable as e:
             return all_recipients(list(envelope.rcpt_tos), 451, f"4.3.0 message could not be inspected now ({e}); "
                                   "try again later")
-        inspection = inspected.inspection
+        except InspectionGaveUp as e:
+            inspection = gave_up(self.policy, raw, envelope, reference, str(e))
         try:
             results = await self.dispatcher.carry_out(inspection, raw, envelope, per_recipient=self.lmtp,
-                                                      outgoing=inspected.outgoing)
+                                                      outgoing=outgoing)
         except Exception:
             log.exception("carrying out the decision for %s failed", reference)
             return all_recipients(list(envelope.rcpt_tos), 451, "4.3.0 internal error; try again later")

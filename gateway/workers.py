@@ -9,6 +9,7 @@ A worker that dies or overruns the time limit makes the message fail temporarily
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import multiprocessing
 import os
@@ -50,7 +51,12 @@ def _inspect_in_worker(raw: bytes, envelope: Envelope, reference: str) -> Inspec
 
 
 class InspectionUnavailable(Exception):
-    """Inspection could not finish; the message must be retried later."""
+    """Inspection could not finish now; the message must be retried later."""
+
+
+class InspectionGaveUp(Exception):
+    """This message cannot be inspected (it overran the time limit, or crashed the inspector
+    twice): retrying would only repeat that, so it is decided as not fully inspected."""
 
 
 class InspectionPool:
@@ -58,6 +64,7 @@ class InspectionPool:
         self.config = config
         self.size = config.server.workers or os.cpu_count() or 1
         self._executor: ProcessPoolExecutor | None = None
+        self._crashed: dict[bytes, None] = {}   # fingerprints of messages in flight when a worker died
 
     def start(self) -> None:
         # spawn: workers must not inherit the event loop, sockets or threads of the server.
@@ -92,10 +99,17 @@ class InspectionPool:
             log.error("inspection of %s took longer than %ss; restarting workers", reference,
                       self.config.server.inspection_timeout)
             await loop.run_in_executor(None, self._restart, executor)
-            raise InspectionUnavailable("inspection took too long") from None
+            raise InspectionGaveUp(f"inspection took longer than {self.config.server.inspection_timeout:g} s") from None
         except BrokenProcessPool:
             log.error("an inspection worker died while inspecting %s; restarting workers", reference)
             await loop.run_in_executor(None, self._restart, executor)
+            # Every message in flight sees the pool break; only one that breaks it twice is the cause.
+            fingerprint = hashlib.sha256(raw).digest()
+            if fingerprint in self._crashed:
+                raise InspectionGaveUp("the message crashed the inspector twice") from None
+            self._crashed[fingerprint] = None
+            while len(self._crashed) > 256:
+                self._crashed.pop(next(iter(self._crashed)))
             raise InspectionUnavailable("an inspection worker failed") from None
 
     def close(self) -> None:

@@ -446,3 +446,22 @@ def test_delivered_mail_is_dkim_signed_after_the_disclaimer(gateway_factory, sin
         return txt if name == b"s2026._domainkey.council.example.gov.uk." else b""
 
     assert dkim.verify(received.data, dnsfunc=dns)
+
+
+def test_a_message_whose_inspection_overruns_the_time_limit_is_held_not_retried_forever(
+    gateway_factory, sink: Sink
+) -> None:
+    # A contact list whose inspection costs seconds, against a limit of a twentieth of a second.
+    contacts = "".join(f"Contact {n},020 7946 {n:04d},{n}@example.org\n" for n in range(40000)).encode()
+    gw = gateway_factory({"server": {"inspection_timeout": 0.05},
+                          "routes": {"relay": smtp_route(sink), "secure": smtp_route(sink)}})
+    rcpts = ["partner@supplier.example.com", "colleague@council.example.gov.uk"]
+    lmtp = gw.lmtp()
+    replies = lmtp.send(SENDER, rcpts, make_message(attachments=[("contacts.csv", contacts, "text/csv")]))
+    lmtp.close()
+    assert [code for code, _ in replies] == [250, 250]
+    assert "held for review" in replies[0][1]
+    (internal,) = sink.wait_for(1)
+    assert internal.rcpt_tos == ["colleague@council.example.gov.uk"]
+    (record,) = gw.audit()
+    assert record["recipients"][0]["rules"] == ["incomplete-inspection"]

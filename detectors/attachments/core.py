@@ -52,6 +52,7 @@ class Budget:
     expanded: int = 0
     members: int = 0
     deadline: float = 0.0
+    name: str = ""                # the name of the file being read now (for an extractor that needs it)
 
     def __post_init__(self) -> None:
         if not self.deadline:
@@ -161,6 +162,7 @@ class ReadFile:
 # Plain text, images and unknown bytes are too loosely labelled in real mail to judge.
 _JUDGED = ("application/",)
 _EQUIVALENT = {
+    "application/gzip": {"application/x-gzip", "application/x-gtar", "application/x-tar"},
     "application/zip": {"application/x-zip-compressed", "application/vnd.openxmlformats-officedocument",
                         "application/vnd.oasis.opendocument", "application/java-archive", "application/epub+zip"},
     "application/x-ole-storage": {"application/msword", "application/vnd.ms-excel", "application/vnd.ms-powerpoint",
@@ -177,11 +179,18 @@ def _family(mime: str) -> str:
     return mime
 
 
+_COMPRESSORS = {"gzip": "application/gzip", "bzip2": "application/x-bzip2", "xz": "application/x-xz",
+                "compress": "application/x-compress", "br": "application/x-brotli"}
+
+
 def is_disguised(name: str, declared_type: str, detected_type: str) -> bool:
     """True when a document or archive is named or declared as something else (an .xlsx sent as .txt)."""
     if not detected_type.startswith(_JUDGED) or detected_type in ("application/octet-stream", "application/x-empty"):
         return False
-    claimed = {t for t in (mimetypes.guess_type(name)[0], declared_type) if t and t != "application/octet-stream"}
+    guessed, encoding = mimetypes.guess_type(name)
+    if encoding:  # report.csv.gz, backup.tar.xz: the name claims the compressor's format
+        guessed = _COMPRESSORS.get(encoding, guessed)
+    claimed = {t for t in (guessed, declared_type) if t and t != "application/octet-stream"}
     if not claimed:
         return False
     detected = _family(detected_type)
@@ -210,6 +219,12 @@ def _read(
     texts: list[tuple[str, str]], reports: list[AttachmentReport],
 ) -> None:
     detected = detect_type(f.data)
+    if detected in ("application/zip", "application/octet-stream") and f.data.startswith(b"PK\x03\x04"):
+        # libmagic judges Office and OpenDocument zips by the order of their first entries;
+        # the package's own content-type list says what it is.
+        from detectors.attachments.ooxml import sniff_office
+
+        detected = sniff_office(f.data) or detected
     if detected.startswith("text/") and (f.declared_type == "message/rfc822" or f.name.lower().endswith(".eml")):
         detected = "message/rfc822"  # libmagic calls a mail without From:/Received: lines plain text; it is a mail
     disguised = is_disguised(f.name, f.declared_type, detected)
@@ -229,6 +244,7 @@ def _read(
         return
     try:
         budget.check_time()
+        budget.name = f.name
         result = fn(f.data, budget)
     except LimitExceeded as e:
         report(Status.INCOMPLETE, str(e))
@@ -241,11 +257,13 @@ def _read(
         return
     if result.text.strip():
         texts.append((location, result.text))
+    # Both can hold (an encrypted entry beside a damaged one): both are reported, so the
+    # damaged part still holds the message while the encrypted one is judged on its own.
     if result.encrypted:
         report(Status.ENCRYPTED, result.encrypted)
-    elif result.incomplete:
+    if result.incomplete:
         report(Status.INCOMPLETE, result.incomplete)
-    else:
+    if not result.encrypted and not result.incomplete:
         report(Status.INSPECTED)
     for name, data in result.members:
         try:
