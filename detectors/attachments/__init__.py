@@ -2,9 +2,13 @@
 
 from detectors.attachments import (  # noqa: F401  (each module registers its extractors)
     archives,
+    crypto,
     email_message,
     odf,
+    ole,
+    outlook_msg,
     ooxml,
+    pdf,
     rtf,
     text,
 )

@@ -49,6 +49,13 @@ _LATIN_GUESSES = {"utf_8", "ascii", "cp1250", "cp1252", "cp1254", "cp1257", "lat
 @extractor_for_prefix("text/")
 @extractor("text/plain", "text/csv", "application/csv", "application/xml", "application/json")
 def read_text(data: bytes, budget: Budget) -> Extraction:
+    from detectors.attachments.crypto import read_crypto_object
+
+    # libmagic calls PEM PKCS#7, saved S/MIME parts and text with an armoured PGP block plain text.
+    found = read_crypto_object(data, budget)
+    if found is not None:
+        return Extraction(text=decode_bytes(data), members=found.members, encrypted=found.encrypted,
+                          incomplete=found.incomplete)
     return Extraction(text=decode_bytes(data))
 
 
