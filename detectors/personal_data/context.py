@@ -20,6 +20,8 @@ from functools import lru_cache
 
 import regex
 
+from detectors.personal_data.anchors import Anchors, vocabulary
+
 DEFAULT_WINDOW = 60
 LINE_REACH = 200          # how far "the same line" reaches on very long lines
 _WORD_SNAP = 32           # how far a window edge moves to avoid cutting a word in half
@@ -28,6 +30,7 @@ _LONG_DIGITS = regex.compile(r"\d{6}")
 _LETTER = regex.compile(r"\p{L}")
 _MAX_HEADER_CHARS = 40
 _MAX_HEADER_WORDS = 6
+_SHORT_TEXT = 256         # shorter texts (column names) are searched directly
 
 
 class ContextWords:
@@ -39,6 +42,15 @@ class ContextWords:
         self.pattern = regex.compile(r"(?<![\p{L}\p{N}])(?:" + body + r")(?![\p{L}\p{N}])", regex.IGNORECASE)
         self.window = window
         self.same_line = same_line      # False for labels, which stand right beside what they label
+        # Anchors (see detectors.personal_data.anchors) for the whole text, where a word ends
+        # before no letter or digit, and for any window of it, where the window may cut it.
+        self._anchors = _anchors_for(fragments, end_bounded=True)
+        self._window_anchors = _anchors_for(fragments, end_bounded=False)
+
+    def absent_from(self, text: str) -> bool:
+        """True when no context word can stand anywhere in `text`: not near any offset of it,
+        not in any of its column names. Cheap; never True where `has_context` could be."""
+        return _none_in(self._window_anchors, text)
 
     def in_text(self, text: str) -> bool:
         """True when any of the words appears anywhere in `text` (e.g. a column name).
@@ -47,6 +59,8 @@ class ContextWords:
         word anywhere (column names included) nothing in it can be in context, and one
         search for a few words is far cheaper than scanning for the identifier.
         """
+        if len(text) > _SHORT_TEXT and _none_in(self._anchors, text):
+            return False
         return self.pattern.search(text) is not None
 
     def near(self, text: str, start: int, end: int, window: int | None = None) -> bool:
@@ -62,6 +76,22 @@ class ContextWords:
     def has_context(self, text: str, start: int, end: int, window: int | None = None) -> bool:
         """The one question detectors ask: is the match at text[start:end] in context?"""
         return self.near(text, start, end, window) or self.in_column_header(text, start)
+
+
+def _anchors_for(fragments: tuple[str, ...], end_bounded: bool) -> Anchors | None:
+    # Pieces of text alone, when each is three characters or more, spare working out the text's words.
+    texts_only = Anchors.build(fragments, end_bounded, words=False)
+    if texts_only is not None and all(len(t) >= 3 for t in texts_only[0].texts):
+        return texts_only[0]
+    built = Anchors.build(fragments, end_bounded)
+    return built[0] if built is not None else None
+
+
+def _none_in(anchors: Anchors | None, text: str) -> bool:
+    if anchors is None:
+        return False
+    vocab = vocabulary(text)
+    return vocab is not None and not anchors.any_in(vocab)
 
 
 def _span(text: str, start: int, end: int, window: int, same_line: bool) -> tuple[int, int]:

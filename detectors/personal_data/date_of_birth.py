@@ -12,6 +12,7 @@ only in bulk. Never puts the date into a finding.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterator
 
 import regex
 
@@ -45,6 +46,9 @@ _PATTERN = regex.compile(
     r"|(?<=(?<!\w)(?P<um>" + _MONTH + r")\.?\s+)(?P<ud>[0-9]{1,2})" + _ORDINAL + r",?\s+(?P<uy>[0-9]{4})"
     r")(?!\w)"
 )
+# Every match starts a run of digits (nothing word-like before it), so _PATTERN, which starts with
+# a lookbehind and would be tried at every character, is tried only where a run of digits starts.
+_DIGIT_RUN = regex.compile(r"[0-9]+")
 _CONTEXT = ContextWords(
     r"d\.?\s?o\.?\s?b\.?", r"date\s+of\s+birth", r"date-of-birth", r"birth\s*date", r"birthdate",
     r"born", r"birthday", r"birth",
@@ -92,6 +96,18 @@ def _date_of(m: regex.Match[str]) -> datetime.date | None:
     return found
 
 
+def _matches(text: str) -> Iterator[regex.Match[str]]:
+    """What _PATTERN.finditer(text) yields, trying only the starts of runs of digits."""
+    end = 0
+    for run in _DIGIT_RUN.finditer(text):
+        if run.start() < end:
+            continue
+        m = _PATTERN.match(text, run.start())
+        if m is not None:
+            end = m.end()
+            yield m
+
+
 class DateOfBirthDetector:
     name = NAME
 
@@ -101,7 +117,7 @@ class DateOfBirthDetector:
             text = segment.text
             if not _CONTEXT.in_text(text):
                 continue
-            for m in _PATTERN.finditer(text):
+            for m in _matches(text):
                 found = _date_of(m)
                 start = m.start("um") if m.group("um") is not None else m.start()
                 if found is not None and _CONTEXT.has_context(text, start, m.end()):

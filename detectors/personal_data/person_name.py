@@ -67,12 +67,18 @@ _CAPITALISED_PAIR = regex.compile(r"\p{Lu}[\p{Ll}'’\-]+[ \t]+(?:\p{Lu}\.?[ \t]
 _NAME_ONLY = regex.compile(r"^[ \t]*(?:[-*•·]|\d{1,4}[.)])?[ \t]*(?:\p{Lu}[\p{Ll}'’\-]+[ \t]+){1,3}\p{Lu}[\p{L}'’\-]+[ \t]*$")
 _EMAIL = regex.compile(r"[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+")
 _PHONE = regex.compile(r"(?<![\d])(?:\+44[ \t]?|0)\d{2,4}[ \t\-]?\d{3,4}[ \t\-]?\d{3,4}(?![\d])")
+# What a postcode looks like here; _postcodes counts its matches without trying every letter.
 _POSTCODE = regex.compile(r"(?<![\p{L}\p{N}])[A-Z]{1,2}\d[A-Z\d]?[ \t]?\d[A-Z]{2}(?![\p{L}\p{N}])", regex.IGNORECASE)
 _DATE = regex.compile(r"(?<![\d])\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4}(?![\d])|\d{4}-\d{2}-\d{2}")
 _NAME_SHAPE = regex.compile(
     r"^(?:(?i:mr|mrs|ms|miss|mx|dr)\.?[ \t]+)?\p{Lu}[\p{L}'’\-]+(?:[ \t]+\p{Lu}[\p{L}'’\-]+){1,3}$")
 _PLAIN_NAME = regex.compile(r"^[\p{L}'’.\-]+(?: [\p{L}'’.\-]+){0,4}$")
 _FIELD = regex.compile(r"[\t,;|]")
+# _POSTCODE with its outward letters read by a lookbehind, so that a match starts at the outward digit.
+_POSTCODE_AT_DIGIT = regex.compile(
+    r"(?<=(?<![\p{L}\p{N}])[A-Z]{1,2})\d[A-Z\d]?[ \t]?\d[A-Z]{2}(?![\p{L}\p{N}])", regex.IGNORECASE)
+_INWARD = regex.compile(r"\d[A-Z]{2}", regex.IGNORECASE)    # how every postcode ends
+_DIGITS3 = regex.compile(r"\d{3}")                         # what every phone number holds
 _REPLY_HEADER = regex.compile(r"^[ \t>]*(?:from|to|cc|bcc|sent|date|subject|reply-to|on .* wrote):", regex.IGNORECASE)
 
 
@@ -86,8 +92,12 @@ def _table(lines: list[str], min_rows: int) -> tuple[str, list[list[str]]] | Non
         return None
     best: tuple[str, int] | None = None
     head = lines[:200]                  # the delimiter is decided on the first rows, then all are read
+    quoted = any('"' in line for line in head)
     for delimiter in _DELIMITERS:
         if delimiter not in lines[0]:
+            continue
+        # Unquoted, each line is one row, and a row of two or more fields holds the delimiter.
+        if not quoted and sum(delimiter in line for line in head) < 0.8 * len(head):
             continue
         try:
             rows = list(csv.reader(head, delimiter=delimiter))
@@ -130,25 +140,67 @@ def _names_from_columns(rows: list[list[str]]) -> set[str] | None:
     return names if declared else None
 
 
-def _is_record_line(line: str) -> bool:
-    if _REPLY_HEADER.match(line) or len(line) > 300:
-        return False
-    if _NAME_ONLY.match(line):
-        return True
-    if not _CAPITALISED_PAIR.search(line):
-        return False
-    return bool(_FIELD.search(line) or _EMAIL.search(line) or _PHONE.search(line)
-                or _POSTCODE.search(line) or _DATE.search(line))
+def _read_line(line: str) -> tuple[bool, int]:
+    """Whether a line is record-like, and how many e-mail addresses, phones and postcodes it holds
+    beside a name candidate (a capitalised word pair). A reply header ("From: ...") is neither."""
+    if _REPLY_HEADER.match(line):
+        return False, 0
+    pair = _CAPITALISED_PAIR.search(line) is not None
+    short = len(line) <= 300
+    if short and _NAME_ONLY.match(line):
+        record = True
+    elif not (short and pair):
+        record = False
+    else:
+        record = bool(_FIELD.search(line) or _has_email(line) or _has_phone(line) or _postcodes(line, first=True)
+                      or _DATE.search(line))
+    if not pair:
+        return record, 0
+    return record, (len(_EMAIL.findall(line)) if "@" in line else 0) + len(_PHONE.findall(line)) + _postcodes(line)
 
 
-def _record_runs(lines: list[str]) -> list[int]:
-    """Indexes of lines in runs of at least _MIN_RUN record-like lines (blank lines do not break a run)."""
+def _has_email(line: str) -> bool:
+    return "@" in line and _EMAIL.search(line) is not None
+
+
+def _has_phone(line: str) -> bool:
+    return _DIGITS3.search(line) is not None and _PHONE.search(line) is not None
+
+
+def _postcodes(line: str, first: bool = False) -> int:
+    """How many postcodes `line` holds (as len(_POSTCODE.findall(line)) says); with `first`, 0 or 1.
+
+    _POSTCODE tries every letter of the line. Each postcode ends in an inward code, found by a
+    scan that skips to digits; its outward digit stands 1 to 3 characters before the inward
+    one, and _POSTCODE_AT_DIGIT, which reads the outward letters by a lookbehind, matches there
+    exactly when _POSTCODE matches at those letters. Postcodes never overlap.
+    """
+    starts: set[int] = set()
+    for inward in _INWARD.finditer(line):
+        for at in range(max(0, inward.start() - 3), inward.start()):
+            if at not in starts and _POSTCODE_AT_DIGIT.match(line, at):
+                starts.add(at)
+                if first:
+                    return 1
+    return len(starts)
+
+
+def _lines_of_lists(lines: list[str], min_rows: int) -> tuple[list[int], list[int]]:
+    """Indexes of (record-like lines in runs of at least _MIN_RUN, blank lines not breaking a run;
+    lines holding a name candidate and e-mail addresses, phones or postcodes, when there are
+    at least `min_rows` of those: "John Smith <js@x>; Jane Doe <jd@y>; ...")."""
     picked: list[int] = []
     run: list[int] = []
+    hits: list[int] = []
+    total = 0
     for i, line in enumerate(lines):
         if not line.strip():
             continue
-        if _is_record_line(line):
+        record, found = _read_line(line)
+        if found:
+            hits.append(i)
+            total += found
+        if record:
             run.append(i)
             continue
         if len(run) >= _MIN_RUN:
@@ -156,22 +208,7 @@ def _record_runs(lines: list[str]) -> list[int]:
         run = []
     if len(run) >= _MIN_RUN:
         picked.extend(run)
-    return picked
-
-
-def _identifier_lines(lines: list[str], min_rows: int) -> list[int]:
-    """Lines holding a name candidate and e-mail addresses, phones or postcodes, when there are
-    many of those ("John Smith <js@x>; Jane Doe <jd@y>; ..."). A "Tel:" line holds no name."""
-    hits: list[int] = []
-    total = 0
-    for i, line in enumerate(lines):
-        if _REPLY_HEADER.match(line) or not _CAPITALISED_PAIR.search(line):
-            continue
-        n = len(_EMAIL.findall(line)) + len(_PHONE.findall(line)) + len(_POSTCODE.findall(line))
-        if n:
-            hits.append(i)
-            total += n
-    return hits if total >= min_rows else []
+    return picked, (hits if total >= min_rows else [])
 
 
 @dataclass(frozen=True)
@@ -205,8 +242,7 @@ def plan(text: str, min_rows: int = DEFAULT_MIN_ROWS) -> Plan:
             if values and len(values) >= 0.5 * len(cells):
                 columns.append(values)
         return Plan(columns=tuple(columns))
-    records = _record_runs(lines)
-    identifiers = _identifier_lines(lines, min_rows)
+    records, identifiers = _lines_of_lists(lines, min_rows)
     if len(records) < min_rows and not identifiers:
         return Plan()
     name_only = tuple(lines[i].strip(" \t-*•·") for i in records if _NAME_ONLY.match(lines[i]))

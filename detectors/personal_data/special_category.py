@@ -37,16 +37,17 @@ Never does I/O (the model is loaded once per process by detectors.nlp).
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from re import _constants as sre, _parser as sre_parse  # type: ignore[attr-defined]  # used once, at import
 
 import regex
 
 from detectors.base import Category, Finding, Signal, Strength
 from detectors.nlp import DEFAULT_MAX_CHARS, DEFAULT_MODEL, PERSON, EntitySpan, NerModel, ner_model
+from detectors.personal_data.anchors import Anchors, alternation, lowered, vocabulary
 from gateway.message import Message
 
 NAME = "special_category"
@@ -266,6 +267,11 @@ class TermIndex:
 
     One big alternation scans at about 0.3 MB/s; looking up each word of the text and
     trying only the few terms that begin with it scans at about 3.5 MB/s, same matches.
+    Many terms begin with common words ("is", "has", "of", "a"), so the words looked up
+    are first narrowed by anchors (see detectors.personal_data.anchors): a rarer word (or
+    piece of text) each term must contain, looked up in the text's vocabulary. Mail with
+    none of them (most mail) costs that lookup; otherwise only the words that begin a term
+    with an anchor in the text are visited, found by one stdlib scan.
     """
 
     _WORD = re.compile(r"[^\W\d_]+")
@@ -287,21 +293,53 @@ class TermIndex:
                 alternatives = "|".join(f"(?P<{k}>{'|'.join(ts)})" for k, ts in grouped.items())
                 compiled[key] = regex.compile(f"(?:{alternatives})(?![\\p{{L}}\\p{{N}}])", regex.IGNORECASE)
             self._patterns[word] = compiled[key]
-        self._first_words = frozenset(self._patterns)
+        terms = [term for category in categories for term in category.terms]
+        built = Anchors.build(terms, end_bounded=True)
+        self._anchors: Anchors | None = None
+        self._first_words_by_anchor: dict[tuple[str, str], frozenset[str]] = {}
+        if built is not None and all(word.isascii() for word in self._patterns):
+            self._anchors, anchors_of_term = built
+            by_anchor: dict[tuple[str, str], set[str]] = {}
+            for term, anchors in zip(terms, anchors_of_term):
+                for anchor in anchors:
+                    by_anchor.setdefault(anchor, set()).update(first_words(term))
+            self._first_words_by_anchor = {a: frozenset(ws) for a, ws in by_anchor.items()}
 
     def find(self, text: str) -> Iterator[tuple[str, int, int]]:
         """(category key, start, end) of each term in `text`, left to right, not overlapping."""
-        # Most mail holds no term at all: one C-level pass over its words settles that, and
-        # otherwise only the words that can begin a term are visited.
-        present = self._first_words.intersection(self._WORD.findall(text.lower()))
+        vocab = vocabulary(text) if self._anchors is not None else None
+        if vocab is None:
+            yield from self._find_at_every_word(text)
+            return
+        present = self._anchors.found(vocab)  # type: ignore[union-attr]
         if not present:
             return
+        # A term starts at a whole word, and every first word is ASCII: one the text lacks starts nothing.
+        words = frozenset(
+            w for a in present for w in self._first_words_by_anchor.get(a, ()) if w.encode() in vocab.words
+        )
+        if not words:
+            return
+        low = lowered(text)     # the text's letters at the same offsets, so its words are the text's words
         after = 0
-        for word in _word_finder(frozenset(present)).finditer(text):
+        for word in _word_finder(words).finditer(low):
             start = word.start()
             if start < after:
                 continue
-            pattern = self._patterns[word.group().lower()]
+            m = self._patterns[word.group()].match(text, start)
+            if m:
+                after = m.end()
+                yield m.lastgroup or "", m.start(), m.end()
+
+    def _find_at_every_word(self, text: str) -> Iterator[tuple[str, int, int]]:
+        after = 0
+        for word in self._WORD.finditer(text):
+            start = word.start()
+            if start < after or (start and text[start - 1].isalnum()):
+                continue
+            pattern = self._patterns.get(word.group().lower())
+            if pattern is None:
+                continue
             m = pattern.match(text, start)
             if m:
                 after = m.end()
@@ -310,9 +348,8 @@ class TermIndex:
 
 @lru_cache(maxsize=256)
 def _word_finder(words: frozenset[str]) -> re.Pattern[str]:
-    """Whole words from `words`, any case: a word starts after no letter or digit and ends before no letter."""
-    alternatives = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
-    return re.compile(rf"(?<![^\W_])(?:{alternatives})(?![^\W\d_])", re.IGNORECASE)
+    """Whole words from `words` in lowered text: after no letter or digit, before no letter (as _WORD reads words)."""
+    return re.compile(rf"(?<![^\W_])(?:{alternation(words)})(?![^\W\d_])")
 
 
 TERMS = TermIndex(CATEGORIES)

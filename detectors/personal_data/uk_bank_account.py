@@ -50,6 +50,9 @@ _ACCOUNT_WORDS = ContextWords(
     r"accounts?", r"acc", r"acct", r"a/c", r"account\s*(?:no|number|num)\.?", r"bank\s+details",
     window=40, same_line=False,
 )
+# A sort code written as one (12-34-56, 12 34 56): without one, and without a sort-code label
+# anywhere, the text holds no sort code; one fast scan and a word check rule most text out.
+_SORT_CODE_SHAPE = regex.compile(r"[0-9]{2}([\- ])[0-9]{2}\1[0-9]{2}")
 NEAR = 60            # a sort code and account number this close belong together
 SAME_LINE = 200      # ... or this close on one line, or both labelled
 CONFIDENCE = 0.9
@@ -79,14 +82,17 @@ def account_pairs(text: str) -> set[tuple[str, str]]:
     """The distinct (sort code, account number) pairs written in `text`, each as bare digits."""
     sort_codes: list[tuple[tuple[int, int], str, bool]] = []
     accounts: list[tuple[tuple[int, int], str]] = []
+    labels = not _SORT_CODE_WORDS.absent_from(text)     # False: no sort code is labelled
+    if not labels and not _SORT_CODE_SHAPE.search(text):
+        return set()
     for m in _PATTERN.finditer(text):
         written = m.group()
         if m.group("sort") is not None or m.group("spaced_sort") is not None:
             value = written.replace("-", "").replace(" ", "")
             if is_plausible_sort_code(value):
-                sort_codes.append((m.span(), value, _SORT_CODE_WORDS.has_context(text, *m.span())))
+                sort_codes.append((m.span(), value, labels and _SORT_CODE_WORDS.has_context(text, *m.span())))
         elif m.group("plain_sort") is not None:
-            if is_plausible_sort_code(written) and _SORT_CODE_WORDS.has_context(text, *m.span()):
+            if labels and is_plausible_sort_code(written) and _SORT_CODE_WORDS.has_context(text, *m.span()):
                 sort_codes.append((m.span(), written, True))
         elif is_plausible_account_number(written):
             accounts.append((m.span(), written))

@@ -37,6 +37,9 @@ _PATTERN = regex.compile(
     r"(?P<birth>[0-9]{6}) ?(?P<rest>[A-Za-z][A-Za-z9][0-9][A-Za-z0-9]{2})(?: ?[0-9]{2})?"
     r"(?!\w)"
 )
+# Birth digits and what follows them, in every match: one fast scan after the context check
+# (which looks for a few pieces of text, and is cheaper on long runs of digits).
+_BIRTH_AND_REST = regex.compile(r"[0-9]{6} ?[A-Za-z][A-Za-z9][0-9]")
 _NUMBER = regex.compile(r"[A-Z]+9*[0-9]{6}[A-Z][A-Z9][0-9][A-Z0-9]{2}")
 _DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 _CONTEXT = ContextWords(
@@ -63,7 +66,7 @@ class DrivingLicenceDetector:
         distinct: dict[str, set[str]] = {}
         for segment in message.segments:
             text = segment.text
-            if not _CONTEXT.in_text(text):
+            if not _CONTEXT.in_text(text) or not _BIRTH_AND_REST.search(text):
                 continue
             for m in _PATTERN.finditer(text):
                 value = (m.group("surname") + m.group("birth") + m.group("rest")).upper()

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+import regex
+
 from detectors.base import Category, Finding, Strength
 from gateway.message import Message
 
@@ -23,6 +25,14 @@ _PATTERN = re.compile(
     r"(?<![^\W_])([A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z])[ -]?(\d\d)[ -]?(\d\d)[ -]?(\d\d)[ -]?([A-D])(?![^\W_])",
     re.IGNORECASE,
 )
+# The digits and suffix of every match, without the prefix letters that make _PATTERN try every
+# letter of the text: one scan rules out most text. It runs on the `regex` engine, which skips to
+# a digit several times faster than `re`; its \d holds every digit that `re`'s does, and its
+# lookahead refuses less than _PATTERN's, so it finds something wherever _PATTERN does.
+# On long text that is mostly digits the check costs more than _PATTERN's own scan, so it is made
+# only on texts up to _CHECKED_CHARS long (a message body, not a large extracted spreadsheet).
+_DIGITS_AND_SUFFIX = regex.compile(r"\d\d[ -]?\d\d[ -]?\d\d[ -]?[A-D](?![0-9A-Za-z])", regex.IGNORECASE)
+_CHECKED_CHARS = 100_000
 _BAD_FIRST = set("DFIQUV")
 _BAD_SECOND = set("DFIOQUV")
 _NEVER_ISSUED = {"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"}
@@ -43,6 +53,8 @@ class NinoDetector:
     def detect(self, message: Message) -> list[Finding]:
         distinct: dict[str, set[str]] = {}
         for segment in message.segments:
+            if len(segment.text) <= _CHECKED_CHARS and not _DIGITS_AND_SUFFIX.search(segment.text):
+                continue
             for m in _PATTERN.finditer(segment.text):
                 value = "".join(m.groups()).upper()
                 if is_valid_nino(value):

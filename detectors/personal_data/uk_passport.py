@@ -25,6 +25,10 @@ KIND = "passport number"
 _PATTERN = regex.compile(
     r"(?<=(?<!\w)(?<![0-9][\-./])(?P<letters>[A-Za-z]{0,2}))(?P<digits>[0-9]{7,9})(?!\w)(?![\-./][0-9])"
 )
+_DIGITS = regex.compile(r"[0-9]{7}")     # in every match: one fast scan before the context search
+# Every match is a whole run of digits, so _PATTERN (which starts with a lookbehind and would be
+# tried at every character) is tried only where a run of seven to nine digits starts.
+_DIGIT_RUN = regex.compile(r"[0-9]+")
 _SHAPE = regex.compile(r"[0-9]{9}|[A-Z][0-9]{8}|[A-Z]{2}[0-9]{7}")
 _CONTEXT = ContextWords(
     r"passports?", r"passport\s*(?:no|num|number|numbers|nos)\.?", r"hmpo", r"hm\s+passport\s+office",
@@ -48,9 +52,14 @@ class PassportDetector:
         distinct: dict[str, set[str]] = {}
         for segment in message.segments:
             text = segment.text
-            if not _CONTEXT.in_text(text):
+            if not _DIGITS.search(text) or not _CONTEXT.in_text(text):
                 continue
-            for m in _PATTERN.finditer(text):
+            for run in _DIGIT_RUN.finditer(text):
+                if not 7 <= len(run.group()) <= 9:
+                    continue
+                m = _PATTERN.match(text, run.start())
+                if m is None:
+                    continue
                 value = (m.group("letters") + m.group("digits")).upper()
                 if len(value) != 9 or not is_plausible_passport_number(value):
                     continue

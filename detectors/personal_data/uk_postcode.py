@@ -48,6 +48,10 @@ _INWARD = f"[0-9]{_any_case('ABD-HJLNP-UW-Z')}{{2}}"
 # The outward code is read by a lookbehind so that every match starts at a digit (fast to find).
 _PATTERN = regex.compile(r"(?<=(?<!\w)(?P<out>" + _OUTWARD + r") ?)(?P<in>" + _INWARD + r")(?!\w)")
 _AREA = regex.compile(r"[A-Z]{1,2}")
+# Where an inward code can start: a scan that skips to digits finds these, and _PATTERN (whose
+# lookbehind makes it try every character) is tried only there. A match is exactly an inward
+# code, and two inward codes never overlap, so this finds what _PATTERN.finditer finds.
+_INWARD_START = regex.compile(_INWARD)
 
 
 def normalise_postcode(candidate: str) -> str | None:
@@ -77,7 +81,11 @@ class PostcodeDetector:
     def detect(self, message: Message) -> list[Finding]:
         distinct: dict[str, set[str]] = {}
         for segment in message.segments:
-            for m in _PATTERN.finditer(segment.text):
+            text = segment.text
+            for start in _INWARD_START.finditer(text):
+                m = _PATTERN.match(text, start.start())
+                if m is None:
+                    continue
                 value = _normalised(m)
                 if value is not None:
                     distinct.setdefault(segment.location, set()).add(value)
