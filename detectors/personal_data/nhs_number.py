@@ -25,11 +25,11 @@ KIND = "NHS number"
 
 # Digit first, boundary checks after it: the engine skips non-digits without trying the lookbehinds.
 _PATTERN = regex.compile(
-    r"([0-9](?<!\w[0-9])(?<![0-9][.\-][0-9])[0-9]{2})([ \-]?)([0-9]{3})\2([0-9]{4})(?!\w)(?![.\-][0-9])"
+    r"([0-9](?<!\w[0-9])(?<![0-9][.\-][0-9])[0-9]{2})[ \-]{0,2}([0-9]{3})[ \-]{0,2}([0-9]{4})(?!\w)(?![.\-][0-9])"
 )
 # Ten digits as every match has them: one fast scan rules most text out before the context search
 # (a pattern that starts with a digit class lets the engine skip to the next digit).
-_DIGITS = regex.compile(r"[0-9]{3}[ \-]?[0-9]{3}[ \-]?[0-9]{4}")
+_DIGITS = regex.compile(r"[0-9]{3}[ \-]{0,2}[0-9]{3}[ \-]{0,2}[0-9]{4}")
 _CONTEXT = ContextWords(
     r"nhs", r"nhs\s*(?:no|num|number|nos|numbers)\.?", r"patients?", r"health", r"healthcare",
     r"hospitals?", r"gps?", r"clinics?", r"clinical", r"surgery", r"medical", r"date\s+of\s+birth",
@@ -65,7 +65,7 @@ class NhsNumberDetector:
             if not _DIGITS.search(text) or not _CONTEXT.in_text(text):
                 continue
             for m in _PATTERN.finditer(text):
-                value = m.group(1) + m.group(3) + m.group(4)
+                value = m.group(1) + m.group(2) + m.group(3)
                 if is_valid_nhs_number(value) and _CONTEXT.has_context(text, m.start(), m.end()):
                     distinct.setdefault(segment.location, set()).add(value)
         return [

@@ -34,16 +34,17 @@ from gateway.message import Message
 NAME = "payment_card"
 KIND = "payment card number"
 
-# A run of digit groups joined by single spaces or hyphens; card numbers are looked for inside it,
+# A run of digit groups joined by one or two spaces or hyphens; card numbers are looked for inside it,
 # so "4111 1111 1111 1111 12/27 123" still yields the card in front of the expiry date.
 # It starts with four digits and a separator or with 13 digits run together (every card does).
-_RUN = regex.compile(r"[0-9](?<!\w[0-9])(?:[0-9]{3}[ \-][0-9]|[0-9]{12})[0-9]*(?:[ \-][0-9]+)*(?!\w)")
+_RUN = regex.compile(r"[0-9](?<!\w[0-9])(?:[0-9]{3}[ \-]{1,2}[0-9]|[0-9]{12})[0-9]*(?:[ \-]{1,2}[0-9]+)*(?!\w)")
 _GROUP = regex.compile(r"[0-9]+")
 _CONTEXT = ContextWords(
     r"cards?", r"card\s*(?:no|number|holder)\.?", r"cardholder", r"credit", r"debit", r"visa",
     r"master\s?card", r"amex", r"american\s+express", r"maestro", r"discover", r"jcb", r"diners",
     r"union\s?pay", r"expiry", r"expires?", r"exp\s*date", r"valid\s+(?:thru|through|until|to)",
     r"cvv2?", r"cvc2?", r"cv2", r"csc", r"security\s+code", r"payments?", r"pan", r"paid",
+    r"transactions?", r"charged", r"refunds?", r"purchases?",
 )
 _PRINTED_GROUPINGS = {(4, 4, 4, 4), (4, 6, 5), (4, 6, 4), (4, 4, 4, 4, 1), (4, 4, 4, 4, 2), (4, 4, 4, 4, 3)}
 # Window sizes (in groups) tried at each position, most likely first: a 16-digit card

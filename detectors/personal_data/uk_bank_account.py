@@ -11,7 +11,10 @@ everywhere (dates, references), so the finding is the pair:
   as on a form or in the columns of one table row;
 - a sort code that also reads as a dd-mm-yy date (`12-03-24`) pairs only when it
   is labelled "sort code": "invoice 12-03-24, order 12345678" is a date and an
-  order number.
+  order number;
+- a word about banking near the pair (bank, account, a/c, BACS, payee, allowance ...)
+  unless either half is labelled: "Time: 10-30-45 ... reference 47870227" is not
+  bank details. The account number may also be written in two fours (`7337 9473`).
 
 Each account number is paired with the nearest sort code. The count is the number
 of distinct (sort code, account number) pairs. No bank modulus check is made:
@@ -40,6 +43,7 @@ _PATTERN = regex.compile(
     r"(?P<sort>[0-9]-[0-9]{2}-[0-9]{2})(?!-[0-9]{1,2}(?![0-9]))"
     # 12 34 56, likewise (and not the tail of "01 12 34 56")
     r"|(?<!(?<![0-9])[0-9]{1,2} [0-9])(?P<spaced_sort>[0-9] [0-9]{2} [0-9]{2})(?! [0-9]{1,2}(?![0-9]))"
+    r"|(?P<split_account>[0-9]{3} [0-9]{4})(?![\-. ][0-9])"
     r"|(?P<account>[0-9]{6,7})(?![\-.][0-9])"
     r"|(?P<plain_sort>[0-9]{5})(?![\-.][0-9])"
     r")(?!\w)"
@@ -49,6 +53,13 @@ _SORT_CODE_WORDS = ContextWords(r"sort\s*-?\s*codes?", r"s/c", window=40, same_l
 _ACCOUNT_WORDS = ContextWords(
     r"accounts?", r"acc", r"acct", r"a/c", r"account\s*(?:no|number|num)\.?", r"bank\s+details",
     window=40, same_line=False,
+)
+# Words that say the numbers are bank details at all; a pair with none of them near (and
+# neither half labelled) is a time and a reference, a grid reference and a site number ...
+_BANK_WORDS = ContextWords(
+    r"banks?", r"banking", r"sort\s*-?\s*codes?", r"s/c", r"accounts?", r"acc", r"acct", r"a/c", r"bacs",
+    r"payee", r"pay", r"paid", r"payments?", r"building\s+society", r"direct\s+debit", r"standing\s+order", r"paid\s+(?:in)?to",
+    r"transfer", r"allowance", r"salary", r"wages", r"refund",
 )
 # A sort code written as one (12-34-56, 12 34 56): without one, and without a sort-code label
 # anywhere, the text holds no sort code; one fast scan and a word check rule most text out.
@@ -94,6 +105,10 @@ def account_pairs(text: str) -> set[tuple[str, str]]:
         elif m.group("plain_sort") is not None:
             if labels and is_plausible_sort_code(written) and _SORT_CODE_WORDS.has_context(text, *m.span()):
                 sort_codes.append((m.span(), written, True))
+        elif m.group("split_account") is not None:
+            value = written.replace(" ", "")
+            if is_plausible_account_number(value):
+                accounts.append((m.span(), value))
         elif is_plausible_account_number(written):
             accounts.append((m.span(), written))
     pairs: set[tuple[str, str]] = set()
@@ -114,7 +129,11 @@ def account_pairs(text: str) -> set[tuple[str, str]]:
             continue
         if _reads_as_date(sort_code) and not sort_labelled:
             continue
-        if close or (sort_labelled and account_labelled):
+        if not (close or (sort_labelled and account_labelled)):
+            continue
+        if sort_labelled or account_labelled or _BANK_WORDS.has_context(
+            text, min(span[0], sort_span[0]), max(span[1], sort_span[1])
+        ):
             pairs.add((sort_code, account))
     return pairs
 
