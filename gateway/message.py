@@ -7,20 +7,16 @@ safe side. The model never changes the bytes; delivery sends `raw` on.
 
 from __future__ import annotations
 
-import base64
-import email
-import email.policy
 import html
-import quopri
 import re
 import unicodedata
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
-from email.message import Message as EmailMessage
-from email.utils import getaddresses
+from email.utils import collapse_rfc2231_value, getaddresses
 from html.parser import HTMLParser
 
 from detectors.attachments import AttachmentReport, Limits, ReadFile, Status, read_attachments
+from gateway import mime
 
 BODY = "body"
 SUBJECT = "subject"
@@ -130,7 +126,7 @@ def decode_text(data: bytes, charset: str | None) -> str:
             continue
         try:
             return data.decode(candidate)
-        except (LookupError, UnicodeDecodeError):
+        except (LookupError, UnicodeDecodeError, ValueError):  # ValueError: a charset name holding NUL
             continue
     return data.decode("cp1252", errors="replace")
 
@@ -183,24 +179,21 @@ def detect_type(data: bytes) -> str:
         return "application/octet-stream"
 
 
-def _payload(part: EmailMessage, defects: list[Defect], where: str) -> bytes:
+def _payload(raw: bytes, part: mime.Part, defects: list[Defect], where: str) -> bytes:
+    if part.children is not None:  # a multipart's payload is its parts, none of its own
+        return b""
     try:
-        data = part.get_payload(decode=True)
+        data, damaged = mime.decoded_body(raw, part)
     except Exception:
         defects.append(Defect(where, "transfer encoding could not be decoded"))
         return b""
-    if data is None:
-        return b""
-    for defect in part.defects:
-        name = type(defect).__name__
-        if name in ("InvalidBase64PaddingDefect", "InvalidBase64CharactersDefect", "InvalidBase64LengthDefect"):
-            defects.append(Defect(where, "damaged base64"))
-    return data if isinstance(data, bytes) else str(data).encode("utf-8", "surrogateescape")
+    defects.extend(Defect(where, "damaged base64") for _ in range(damaged))
+    return data
 
 
-def _attachment_name(part: EmailMessage, index: int) -> str:
+def _attachment_name(part: mime.Part, index: int) -> str:
     try:
-        name = part.get_filename()
+        name = part.headers.get_filename()
     except Exception:
         name = None
     if name:
@@ -225,49 +218,61 @@ class ModelParts:
 
 
 _PGP_ARMOUR = re.compile(r"-----BEGIN PGP MESSAGE-----")
+_NOT_SPACE = re.compile(rb"[^ \t\n\r\x0b\x0c]")   # what bytes.strip() would leave
 
 
-def _smime_type(part: EmailMessage) -> str:
-    return (part.get_param("smime-type") or "").lower() if part.get_content_type() in _PKCS7 else ""
+def _smime_type(part: mime.Part) -> str:
+    if part.content_type not in _PKCS7:
+        return ""
+    value = part.headers.get_param("smime-type") or ""
+    return (collapse_rfc2231_value(value) if isinstance(value, tuple) else value).lower()
 
 
 _PKCS7 = ("application/pkcs7-mime", "application/x-pkcs7-mime")
 
 
-def _where(part: EmailMessage, index: int, top: bool) -> str:
+def _where(part: mime.Part, index: int, top: bool) -> str:
     return "message" if top else f"attachment:{_attachment_name(part, index)}"
 
 
 def model_parts(raw: bytes) -> ModelParts:
-    """Headers, readable text and attachment files of `raw`; never raises."""
+    """Headers, readable text and attachment files of `raw`; never raises.
+
+    The MIME structure is found as byte ranges of `raw` (gateway.mime) and a body is copied only
+    when it is decoded, so taking a message apart costs about what its decoded parts weigh."""
     parts = ModelParts()
     try:
-        msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+        root = mime.parse(raw)
     except Exception:
         parts.texts.append((BODY, raw.decode("utf-8", errors="replace")))
         parts.defects.append(Defect("message", "could not be parsed"))
         return parts
-    for name, value in msg.items():
+    for name, value in root.headers.items():
         parts.headers.append((name, decode_header_value(str(value))))
     parts.subject = next((v for k, v in parts.headers if k.lower() == "subject"), "")
     parts.message_id = next((v.strip() for k, v in parts.headers if k.lower() == "message-id"), "")
     if parts.subject:
         parts.texts.append((SUBJECT, parts.subject))
-    counter = [0]
-    _take_apart(msg, parts, counter, top=True)
-    for defect in getattr(msg, "defects", []):
-        if type(defect).__name__ in ("StartBoundaryNotFoundDefect", "MultipartInvariantViolationDefect"):
-            parts.defects.append(Defect("message", "damaged MIME structure"))
-    if len(parts.texts) == (1 if parts.subject else 0) and not parts.files and not parts.encrypted and raw.strip():
+    broken = False
+    try:
+        _take_apart(raw, root, parts, [0], top=True)
+    except Exception:  # a part the walk could not handle: err to the safe side, inspect the raw bytes
+        parts.defects.append(Defect("message", "could not be parsed"))
+        broken = True
+    if root.maintype == "multipart" and root.children is None:
+        # The email package records two defects for a missing first delimiter, one for a missing boundary.
+        parts.defects.extend([Defect("message", "damaged MIME structure")] * (2 if root.start_boundary_missing else 1))
+    nothing = len(parts.texts) == (1 if parts.subject else 0) and not parts.files and not parts.encrypted
+    if (broken or nothing) and _NOT_SPACE.search(raw):
         # Nothing came out of the MIME structure: inspect the raw bytes rather than nothing.
         parts.texts.append((BODY, raw.decode("utf-8", errors="replace")))
     return parts
 
 
-def _take_apart(part: EmailMessage, parts: ModelParts, counter: list[int], top: bool = False) -> None:
+def _take_apart(raw: bytes, part: mime.Part, parts: ModelParts, counter: list[int], top: bool = False) -> None:
     counter[0] += 1
     index = counter[0]
-    ctype = part.get_content_type()
+    ctype = part.content_type
     if ctype == "multipart/encrypted":
         parts.encrypted.append((_where(part, index, top), "OpenPGP/MIME encrypted message"))
         return
@@ -284,22 +289,21 @@ def _take_apart(part: EmailMessage, parts: ModelParts, counter: list[int], top: 
         name = _attachment_name(part, index)
         if name.startswith("part-"):
             name = f"{name}.eml"
-        parts.files.append(ReadFile(name, _attached_message(part), ctype))
+        parts.files.append(ReadFile(name, _attached_message(raw, part), ctype))
         return
-    if part.is_multipart():
-        try:
-            children = part.get_payload()
-        except Exception:
-            children = []
-        for child in children if isinstance(children, list) else []:
-            if isinstance(child, EmailMessage):
-                _take_apart(child, parts, counter)
+    if part.too_deep:
+        parts.defects.append(Defect(_where(part, index, top), "MIME parts nested too deep"))
         return
-    disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
-    is_attachment = disposition == "attachment" or bool(part.get_param("name")) or bool(part.get_filename(None))
+    if part.children is not None:
+        for child in part.children:
+            _take_apart(raw, child, parts, counter)
+        return
+    headers = part.headers
+    disposition = str(headers.get("Content-Disposition") or "").split(";")[0].strip().lower()
+    is_attachment = disposition == "attachment" or bool(headers.get_param("name")) or bool(headers.get_filename(None))
     if ctype in ("text/plain", "text/html") and not is_attachment:
-        data = _payload(part, parts.defects, BODY)
-        text = decode_text(data, part.get_content_charset())
+        data = _payload(raw, part, parts.defects, BODY)
+        text = decode_text(data, headers.get_content_charset())
         if ctype == "text/html":
             text = html_to_text(text)
         if _PGP_ARMOUR.search(text):
@@ -308,21 +312,18 @@ def _take_apart(part: EmailMessage, parts: ModelParts, counter: list[int], top: 
             parts.texts.append((BODY, text))
         return
     name = _attachment_name(part, index)
-    parts.files.append(ReadFile(name, _payload(part, parts.defects, f"attachment:{name}"), ctype))
+    parts.files.append(ReadFile(name, _payload(raw, part, parts.defects, f"attachment:{name}"), ctype))
 
 
-def _attached_message(part: EmailMessage) -> bytes:
-    """The bytes of an attached message; some clients base64-encode it, against RFC 2046."""
-    inner = part.get_payload()
-    if not isinstance(inner, list) or not inner:
-        return b""
+def _attached_message(raw: bytes, part: mime.Part) -> bytes:
+    """The bytes of an attached message as sent; some clients base64-encode it, against RFC 2046."""
     try:
-        cte = (part.get("Content-Transfer-Encoding") or "").strip().lower()
+        cte = str(part.headers.get("Content-Transfer-Encoding") or "").strip().lower()
         if cte == "base64":
-            return base64.b64decode(str(inner[0].get_payload()), validate=False)
+            return mime.decode_base64(raw, part.start, part.end)
         if cte == "quoted-printable":
-            return quopri.decodestring(str(inner[0].get_payload()).encode("ascii", "replace"))
-        return inner[0].as_bytes()
+            return mime.decode_quoted_printable(raw, part.start, part.end)
+        return raw[part.start:part.end]
     except Exception:
         return b""
 
