@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -81,6 +82,22 @@ class Finding:
         if self.detail:
             out["detail"] = self.detail
         return out
+
+
+def personal_data_findings(
+    detector: str,
+    kind: str,
+    distinct: Mapping[str, Collection[object]],
+    strength: Strength,
+    confidence: float = 1.0,
+    detail: str = "",
+) -> list[Finding]:
+    """One finding per location, counting the distinct values found there (never holding them)."""
+    return [
+        Finding(detector=detector, category=Category.PERSONAL_DATA, kind=kind, location=location,
+                count=len(values), confidence=confidence, strength=strength, detail=detail)
+        for location, values in distinct.items()
+    ]
 
 
 class Detector(Protocol):

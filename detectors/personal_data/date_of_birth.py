@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import regex
 
-from detectors.base import Category, Finding, Strength
+from detectors.base import Finding, Strength, personal_data_findings
 from detectors.personal_data.context import ContextWords
 from gateway.message import Message
 
@@ -122,15 +122,4 @@ class DateOfBirthDetector:
                 start = m.start("um") if m.group("um") is not None else m.start()
                 if found is not None and _CONTEXT.has_context(text, start, m.end()):
                     distinct.setdefault(segment.location, set()).add(found)
-        return [
-            Finding(
-                detector=NAME,
-                category=Category.PERSONAL_DATA,
-                kind=KIND,
-                location=location,
-                count=len(values),
-                confidence=0.8,
-                strength=Strength.WEAK,
-            )
-            for location, values in distinct.items()
-        ]
+        return personal_data_findings(NAME, KIND, distinct, Strength.WEAK, confidence=0.8)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import regex
 
-from detectors.base import Category, Finding, Strength
+from detectors.base import Finding, Strength, personal_data_findings
 from gateway.message import Message
 
 NAME = "email_address"
@@ -44,15 +44,4 @@ class EmailAddressDetector:
             addresses = email_addresses(segment.text)
             if addresses:
                 distinct.setdefault(segment.location, set()).update(addresses)
-        return [
-            Finding(
-                detector=NAME,
-                category=Category.PERSONAL_DATA,
-                kind=KIND,
-                location=location,
-                count=len(values),
-                confidence=0.9,
-                strength=Strength.WEAK,
-            )
-            for location, values in distinct.items()
-        ]
+        return personal_data_findings(NAME, KIND, distinct, Strength.WEAK, confidence=0.9)

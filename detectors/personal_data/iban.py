@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import regex
 
-from detectors.base import Category, Finding, Strength
+from detectors.base import Finding, Strength, personal_data_findings
 from gateway.message import Message
 
 NAME = "iban"
@@ -87,15 +87,4 @@ class IbanDetector:
                 value = _iban_in(m.group("country") + m.group())
                 if value is not None:
                     distinct.setdefault(segment.location, set()).add(value)
-        return [
-            Finding(
-                detector=NAME,
-                category=Category.PERSONAL_DATA,
-                kind=KIND,
-                location=location,
-                count=len(values),
-                confidence=0.99,
-                strength=Strength.STRONG,
-            )
-            for location, values in distinct.items()
-        ]
+        return personal_data_findings(NAME, KIND, distinct, Strength.STRONG, confidence=0.99)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import regex
 
-from detectors.base import Category, Finding, Strength
+from detectors.base import Finding, Strength, personal_data_findings
 from detectors.personal_data.context import ContextWords
 from gateway.message import Message
 
@@ -68,15 +68,4 @@ class NhsNumberDetector:
                 value = m.group(1) + m.group(2) + m.group(3)
                 if is_valid_nhs_number(value) and _CONTEXT.has_context(text, m.start(), m.end()):
                     distinct.setdefault(segment.location, set()).add(value)
-        return [
-            Finding(
-                detector=NAME,
-                category=Category.PERSONAL_DATA,
-                kind=KIND,
-                location=location,
-                count=len(values),
-                confidence=0.95,
-                strength=Strength.STRONG,
-            )
-            for location, values in distinct.items()
-        ]
+        return personal_data_findings(NAME, KIND, distinct, Strength.STRONG, confidence=0.95)

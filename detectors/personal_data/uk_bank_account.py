@@ -28,7 +28,7 @@ from bisect import bisect_left
 
 import regex
 
-from detectors.base import Category, Finding, Strength
+from detectors.base import Finding, Strength, personal_data_findings
 from detectors.personal_data.context import ContextWords
 from gateway.message import Message
 
@@ -147,16 +147,4 @@ class BankAccountDetector:
             pairs = account_pairs(segment.text)
             if pairs:
                 distinct.setdefault(segment.location, set()).update(pairs)
-        return [
-            Finding(
-                detector=NAME,
-                category=Category.PERSONAL_DATA,
-                kind=KIND,
-                location=location,
-                count=len(values),
-                confidence=CONFIDENCE,
-                strength=Strength.STRONG,
-                detail=DETAIL,
-            )
-            for location, values in distinct.items()
-        ]
+        return personal_data_findings(NAME, KIND, distinct, Strength.STRONG, confidence=CONFIDENCE, detail=DETAIL)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import regex
 
-from detectors.base import Category, Finding, Strength
+from detectors.base import Finding, Strength, personal_data_findings
 from detectors.personal_data.context import ContextWords
 from gateway.message import Message
 
@@ -72,15 +72,4 @@ class DrivingLicenceDetector:
                 value = (m.group("surname") + m.group("birth") + m.group("rest")).upper()
                 if is_valid_driving_licence_number(value) and _CONTEXT.has_context(text, m.start("surname"), m.end()):
                     distinct.setdefault(segment.location, set()).add(value)
-        return [
-            Finding(
-                detector=NAME,
-                category=Category.PERSONAL_DATA,
-                kind=KIND,
-                location=location,
-                count=len(values),
-                confidence=0.9,
-                strength=Strength.STRONG,
-            )
-            for location, values in distinct.items()
-        ]
+        return personal_data_findings(NAME, KIND, distinct, Strength.STRONG, confidence=0.9)

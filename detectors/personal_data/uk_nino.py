@@ -13,7 +13,7 @@ import re
 
 import regex
 
-from detectors.base import Category, Finding, Strength
+from detectors.base import Finding, Strength, personal_data_findings
 from gateway.message import Message
 
 NAME = "uk_nino"
@@ -59,14 +59,4 @@ class NinoDetector:
                 value = (m.group(1) + re.sub(r"[ -]", "", m.group(2)) + m.group(3)).upper()
                 if is_valid_nino(value):
                     distinct.setdefault(segment.location, set()).add(value)
-        return [
-            Finding(
-                detector=NAME,
-                category=Category.PERSONAL_DATA,
-                kind=KIND,
-                location=location,
-                count=len(values),
-                strength=Strength.STRONG,
-            )
-            for location, values in distinct.items()
-        ]
+        return personal_data_findings(NAME, KIND, distinct, Strength.STRONG)

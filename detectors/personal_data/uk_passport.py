@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import regex
 
-from detectors.base import Category, Finding, Strength
+from detectors.base import Finding, Strength, personal_data_findings
 from detectors.personal_data.context import ContextWords
 from gateway.message import Message
 
@@ -65,15 +65,4 @@ class PassportDetector:
                     continue
                 if _CONTEXT.has_context(text, m.start("letters"), m.end()):
                     distinct.setdefault(segment.location, set()).add(value)
-        return [
-            Finding(
-                detector=NAME,
-                category=Category.PERSONAL_DATA,
-                kind=KIND,
-                location=location,
-                count=len(values),
-                confidence=0.85,
-                strength=Strength.STRONG,
-            )
-            for location, values in distinct.items()
-        ]
+        return personal_data_findings(NAME, KIND, distinct, Strength.STRONG, confidence=0.85)

@@ -20,7 +20,7 @@ import phonenumbers
 import re
 import regex
 
-from detectors.base import Category, Finding, Strength
+from detectors.base import Finding, Strength, personal_data_findings
 from gateway.message import Message
 
 NAME = "uk_phone"
@@ -88,15 +88,4 @@ class PhoneDetector:
             numbers = phone_numbers(segment.text)
             if numbers:
                 distinct.setdefault(segment.location, set()).update(numbers)
-        return [
-            Finding(
-                detector=NAME,
-                category=Category.PERSONAL_DATA,
-                kind=KIND,
-                location=location,
-                count=len(values),
-                confidence=0.8,
-                strength=Strength.WEAK,
-            )
-            for location, values in distinct.items()
-        ]
+        return personal_data_findings(NAME, KIND, distinct, Strength.WEAK, confidence=0.8)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import regex
 
-from detectors.base import Category, Finding, Strength
+from detectors.base import Finding, Strength, personal_data_findings
 from gateway.message import Message
 
 NAME = "uk_postcode"
@@ -89,15 +89,4 @@ class PostcodeDetector:
                 value = _normalised(m)
                 if value is not None:
                     distinct.setdefault(segment.location, set()).add(value)
-        return [
-            Finding(
-                detector=NAME,
-                category=Category.PERSONAL_DATA,
-                kind=KIND,
-                location=location,
-                count=len(values),
-                confidence=0.9,
-                strength=Strength.WEAK,
-            )
-            for location, values in distinct.items()
-        ]
+        return personal_data_findings(NAME, KIND, distinct, Strength.WEAK, confidence=0.9)
