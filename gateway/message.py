@@ -276,14 +276,16 @@ def _take_apart(raw: bytes, part: mime.Part, parts: ModelParts, counter: list[in
     if ctype == "multipart/encrypted":
         parts.encrypted.append((_where(part, index, top), "OpenPGP/MIME encrypted message"))
         return
+    if ctype in _PKCS7 and _smime_type(part) in ("enveloped-data", "authenveloped-data"):
+        parts.encrypted.append((_where(part, index, top), "S/MIME encrypted message"))
+        return
     if ctype in _PKCS7:
-        kind = _smime_type(part)
-        if kind in ("enveloped-data", "authenveloped-data") or (not kind and _attachment_name(part, index).lower()
-                                                               .endswith(".p7m")):
-            parts.encrypted.append((_where(part, index, top), "S/MIME encrypted message"))
-        else:
-            # Opaque-signed S/MIME wraps its content in a structure the gateway does not unpack.
-            parts.unread.append((_where(part, index, top), "S/MIME opaque-signed content"))
+        # Signed-only or unlabelled: the PKCS #7 reader decides from the bytes, and unpacks
+        # signed content so it is inspected like any other.
+        name = _attachment_name(part, index)
+        if name.startswith("part-"):
+            name = f"{name}.p7m"
+        parts.files.append(ReadFile(name, _payload(raw, part, parts.defects, f"attachment:{name}"), ctype))
         return
     if ctype == "message/rfc822":
         name = _attachment_name(part, index)
@@ -307,7 +309,11 @@ def _take_apart(raw: bytes, part: mime.Part, parts: ModelParts, counter: list[in
         if ctype == "text/html":
             text = html_to_text(text)
         if _PGP_ARMOUR.search(text):
-            parts.encrypted.append((BODY, "OpenPGP encrypted text"))
+            from detectors.attachments.crypto import pgp_or_pkcs7_kind
+
+            why = pgp_or_pkcs7_kind(data)  # a signed-only armoured block is not encrypted
+            if why:
+                parts.encrypted.append((BODY, why))
         if text.strip():
             parts.texts.append((BODY, text))
         return

@@ -499,9 +499,9 @@ def scanned(tmp_path_factory: pytest.TempPathFactory, certificate: tuple[Any, An
                 ("staff.xls", xls(), "application/vnd.ms-excel"),
                 ("briefing.ppt", legacy_ppt(), "application/vnd.ms-powerpoint"),
                 ("referral.msg", outlook_msg(), "application/vnd.ms-outlook"),
-                # Sent as octet-stream: a part declared application/pkcs7-mime is judged by the
-                # message model (gateway/message.py), not by the attachment readers.
-                ("signed.p7m", smime_signed(cert, key, f"NI number {NINO}\n".encode()), "application/octet-stream")]
+                # Declared application/pkcs7-mime with no smime-type: judged by its bytes, and the
+                # signed content inside is read.
+                ("signed.p7m", smime_signed(cert, key, f"NI number {NINO}\n".encode()), "application/pkcs7-mime")]
     encrypted = [("locked.pdf", encrypt_pdf(pdf(), "s3cret", "owner"), "application/pdf"),
                  ("locked.docx", office_encrypted(docx()),
                   "application/vnd.openxmlformats-officedocument.wordprocessingml.document"),
@@ -511,7 +511,7 @@ def scanned(tmp_path_factory: pytest.TempPathFactory, certificate: tuple[Any, An
                  ("locked.xls", xls(encrypted=True), "application/vnd.ms-excel"),
                  ("locked.ppt", legacy_ppt(encrypted=True), "application/vnd.ms-powerpoint"),
                  ("message.asc", armour(pgp_encrypted()), "application/pgp-encrypted"),
-                 ("smime.p7m", smime_enveloped(cert), "application/octet-stream")]
+                 ("smime.p7m", smime_enveloped(cert), "application/pkcs7-mime")]
     messages = {
         "personal": make_message(to=[PERSONAL], attachments=personal),
         "encrypted-partner": make_message(to=[PARTNER], attachments=encrypted),
