@@ -16,7 +16,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from email.parser import BytesParser
@@ -337,6 +336,17 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     for k, v in over.items():
         out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+
+def scan_message(directory: Path, raw: bytes) -> dict[str, Any]:
+    """`dlp-gateway scan` of one message, as a user runs it: its one JSON record."""
+    import json
+
+    path = directory / "m.eml"
+    path.write_bytes(raw)
+    out = subprocess.run([str(BIN / "dlp-gateway"), "scan", str(path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
 
 
 def smtp_route(sink: Sink, tls: str = "none", ca: Path | None = None) -> str:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import subprocess
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -13,7 +11,7 @@ from detectors.attachments.core import is_disguised
 from detectors.attachments.text import decode_bytes
 from gateway.message import Envelope, detect_type, parse
 from tests.conftest import SENDER, make_message
-from tests.support import BIN
+from tests.support import scan_message
 
 ENV = Envelope(SENDER, ("partner@supplier.example.com",))
 STAFF_CSV = "name,ni number\nJo Bloggs,AB123456C\nSam Smith,CE123456A\n"
@@ -21,14 +19,6 @@ STAFF_CSV = "name,ni number\nJo Bloggs,AB123456C\nSam Smith,CE123456A\n"
 
 def reports(raw: bytes):
     return {r.location: r for r in parse(raw, ENV).attachment_reports}
-
-
-def scan(tmp_path: Path, raw: bytes) -> dict:
-    path = tmp_path / "m.eml"
-    path.write_bytes(raw)
-    out = subprocess.run([str(BIN / "dlp-gateway"), "scan", str(path)], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
 
 
 def test_csv_in_windows_1252_utf16_and_utf8_with_bom_is_read() -> None:
@@ -55,7 +45,7 @@ def test_an_attached_email_is_read_through_the_message_model_with_its_own_attach
     found = reports(raw)
     assert found["attachment:referral.eml"].status is Status.INSPECTED
     assert found["attachment:referral.eml/list.csv"].status is Status.INSPECTED
-    record = scan(tmp_path, raw)
+    record = scan_message(tmp_path, raw)
     assert {"detector": "uk_nino", "location": "attachment:referral.eml/list.csv"}.items() <= {
         k: v for f in record["findings"] if f["detector"] == "uk_nino" for k, v in f.items()}.items()
     assert record["verdict"] == "reject"
@@ -105,9 +95,9 @@ def test_whole_message_encryption_is_recognised_and_signed_only_is_not(tmp_path:
     assert reports(pgp)["message"].status is Status.ENCRYPTED
     assert reports(smime)["message"].status is Status.ENCRYPTED
     assert all(r.status is not Status.ENCRYPTED for r in reports(signed).values())
-    assert scan(tmp_path, pgp)["verdict"] == "reject"           # nothing encrypted to a personal account
-    assert scan(tmp_path, smime)["verdict"] == "deliver"        # encrypted to an outside organisation: fine
-    signed_record = scan(tmp_path, signed)
+    assert scan_message(tmp_path, pgp)["verdict"] == "reject"           # nothing encrypted to a personal account
+    assert scan_message(tmp_path, smime)["verdict"] == "deliver"        # encrypted to an outside organisation: fine
+    signed_record = scan_message(tmp_path, signed)
     assert signed_record["verdict"] == "reject" and any(f["detector"] == "uk_nino" for f in signed_record["findings"])
 
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import datetime
 import io
-import json
-import subprocess
 import time
 import tracemalloc
 import zipfile
@@ -28,7 +26,7 @@ from detectors.attachments.ooxml import number_as_written, read_ooxml, sniff_off
 from detectors.attachments.rtf import read_rtf
 from gateway.message import detect_type
 from tests.conftest import make_message
-from tests.support import BIN
+from tests.support import scan_message
 
 DATA = Path(__file__).parent / "data" / "attachments" / "office"
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
@@ -296,14 +294,6 @@ def test_a_workbook_embedded_in_a_document_is_read_as_a_file_inside_it() -> None
 # ----------------------------------------------------------------------------- end to end
 
 
-def scan(tmp_path: Path, raw: bytes) -> dict:
-    path = tmp_path / "m.eml"
-    path.write_bytes(raw)
-    out = subprocess.run([str(BIN / "dlp-gateway"), "scan", str(path)], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
-
-
 def test_marked_and_personal_office_attachments_are_found_where_they_are_and_rejected(tmp_path: Path) -> None:
     raw = make_message(to=["someone@gmail.com"], attachments=[
         ("referral.docx", referral_docx(label=False), DOCX),
@@ -314,7 +304,7 @@ def test_marked_and_personal_office_attachments_are_found_where_they_are_and_rej
         ("clinic.ods", patients_ods(), ODS),
         ("referral.rtf", (DATA / "referral.rtf").read_bytes(), "application/rtf"),
     ])
-    record = scan(tmp_path, raw)
+    record = scan_message(tmp_path, raw)
     found = {(f["detector"], f["location"]) for f in record["findings"]}
     assert {
         ("uk_nino", "attachment:referral.docx"),

@@ -20,7 +20,6 @@ from detectors.personal_data.special_category import (
     CATEGORIES,
     TERMS,
     SpecialCategoryDetector,
-    find_units,
     first_words,
 )
 from gateway.message import Envelope, Message, parse
