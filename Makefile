@@ -20,6 +20,8 @@ system-deps:
 	@missing=""; \
 	[ -e /usr/lib/x86_64-linux-gnu/libmagic.so.1 ] || ldconfig -p | grep -q 'libmagic.so.1 ' || missing="$$missing libmagic1"; \
 	command -v swaks >/dev/null || missing="$$missing swaks"; \
+	command -v pkg-config >/dev/null || missing="$$missing pkg-config"; \
+	pkg-config --exists icu-i18n 2>/dev/null || missing="$$missing libicu-dev"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
@@ -34,16 +36,16 @@ services:
 	  for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done; \
 	fi
 
-run: $(STAMP) system-deps
+run: system-deps $(STAMP)
 	$(BIN)/dlp-gateway serve $(if $(CONFIG),--config $(CONFIG))
 
 check-config: $(STAMP)
 	$(BIN)/dlp-gateway check-config $(if $(CONFIG),--config $(CONFIG))
 
-test: $(STAMP) system-deps services
+test: system-deps services $(STAMP)
 	$(BIN)/python -m pytest -q
 
-bench: $(STAMP) system-deps
+bench: system-deps $(STAMP)
 	$(BIN)/python -m tests.bench.relay_bench
 
 clean:

@@ -47,6 +47,9 @@ class Signal(str, enum.Enum):
     NAME_LIKENESS = "name_likeness"        # personal-domain recipient resembles the sender
     LOOKALIKE = "lookalike"                # recipient domain resembles a listed one
     EXPOSED_RECIPIENTS = "exposed_recipients"
+    GREETING_MISMATCH = "greeting_mismatch"    # the greeting names someone other than this recipient
+    AUTOCOMPLETE = "autocomplete"              # a new address close to one the sender writes to often
+    FIRST_TIME = "first_time"                  # the sender has never had mail delivered to this address
 
 
 @dataclass(frozen=True)

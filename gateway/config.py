@@ -252,7 +252,8 @@ class OrganisationSettings(_Section):
 FACTS = (
     "personal_data", "bulk_personal_data", "encrypted_content", "auto_forwarded",
     "exposed_recipients", "incomplete_inspection", "has_attachment", "sensitive",
-    "personal_forwarding", "lookalike_domain",
+    "personal_forwarding", "lookalike_domain", "greeting_mismatch", "autocomplete_mistake",
+    "first_time_recipient",
 )
 
 
@@ -271,6 +272,9 @@ class Condition(_Section):
     sensitive: bool | None = None
     personal_forwarding: bool | None = None
     lookalike_domain: bool | None = None
+    greeting_mismatch: bool | None = None
+    autocomplete_mistake: bool | None = None
+    first_time_recipient: bool | None = None
 
     @field_validator("any_of")
     @classmethod

@@ -35,6 +35,34 @@ class Envelope:
 
 
 @dataclass(frozen=True)
+class Correspondent:
+    """Someone a sender has had mail delivered to, as the recipient history remembers it."""
+
+    address: str                            # lower-case
+    display_name: str                       # the name last shown for it in To/Cc; "" if none
+    count: int                              # messages delivered to it
+    first_seen: float                       # Unix time
+    last_seen: float
+
+
+@dataclass(frozen=True)
+class SenderHistory:
+    """What the gateway knows of a sender before inspecting their message: whom they
+    write to (most often first, bounded) and the personal accounts registered as theirs.
+    Looked up by the server; detectors only read it."""
+
+    correspondents: tuple[Correspondent, ...] = ()
+    personal_addresses: tuple[str, ...] = ()    # lower-case
+
+    def get(self, address: str) -> Correspondent | None:
+        key = address.lower()
+        return next((c for c in self.correspondents if c.address == key), None)
+
+
+NO_HISTORY = SenderHistory()
+
+
+@dataclass(frozen=True)
 class TextSegment:
     """Text a person would read, with where it was found. `text` is normalised (see normalise_text)."""
 
@@ -95,6 +123,7 @@ class Message:
     attachments: tuple[Attachment, ...]
     defects: tuple[Defect, ...] = ()        # what could not be read
     attachment_reports: tuple[AttachmentReport, ...] = ()  # each attachment: inspected, encrypted or not
+    history: SenderHistory = NO_HISTORY     # the sender's recipient history
 
     def header(self, name: str) -> list[str]:
         lname = name.lower()
@@ -334,7 +363,8 @@ def _attached_message(raw: bytes, part: mime.Part) -> bytes:
         return b""
 
 
-def parse(raw: bytes, envelope: Envelope, limits: Limits | None = None) -> Message:
+def parse(raw: bytes, envelope: Envelope, limits: Limits | None = None,
+          history: SenderHistory = NO_HISTORY) -> Message:
     """Model `raw`, reading every attachment within `limits`; never raises."""
     parts = model_parts(raw)
     texts, reports = read_attachments(parts.files, limits or Limits(), detect_type)
@@ -356,4 +386,5 @@ def parse(raw: bytes, envelope: Envelope, limits: Limits | None = None) -> Messa
         attachments=attachments,
         defects=tuple(dict.fromkeys(parts.defects)),
         attachment_reports=tuple(reports),
+        history=history,
     )

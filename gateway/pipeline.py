@@ -15,7 +15,7 @@ from detectors import build_detectors
 from detectors.base import Category, Finding, Signal
 from gateway.config import Config
 from gateway.decision import Decision
-from gateway.message import Envelope, Message, parse
+from gateway.message import NO_HISTORY, Envelope, Message, SenderHistory, parse
 from gateway.policy import Policy
 
 log = logging.getLogger(__name__)
@@ -53,9 +53,10 @@ class Pipeline:
         self.policy = Policy(config.organisation, config.policy)
         self.limits = config.attachments.limits
 
-    def inspect(self, raw: bytes, envelope: Envelope, reference: str | None = None) -> Inspection:
+    def inspect(self, raw: bytes, envelope: Envelope, reference: str | None = None,
+                history: SenderHistory = NO_HISTORY) -> Inspection:
         started = time.perf_counter()
-        message = parse(raw, envelope, self.limits)
+        message = parse(raw, envelope, self.limits, history)
         findings: list[Finding] = []
         for detector in self.detectors:
             try:

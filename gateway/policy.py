@@ -103,9 +103,15 @@ def _recipient_facts(address: str, findings: list[Finding]) -> dict[str, bool]:
     def about(f: Finding) -> bool:
         return not f.recipients or key in (r.lower() for r in f.recipients)
 
+    def signalled(signal: Signal) -> bool:
+        return any(f.signal is signal and f.recipients and about(f) for f in findings)
+
     return {
         "personal_forwarding": any(f.category is Category.PERSONAL_FORWARDING and about(f) for f in findings),
-        "lookalike_domain": any(f.signal is Signal.LOOKALIKE and f.recipients and about(f) for f in findings),
+        "lookalike_domain": signalled(Signal.LOOKALIKE),
+        "greeting_mismatch": signalled(Signal.GREETING_MISMATCH),
+        "autocomplete_mistake": signalled(Signal.AUTOCOMPLETE),
+        "first_time_recipient": signalled(Signal.FIRST_TIME),
     }
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from gateway.actions.outgoing import OutgoingPreparer
 from gateway.config import Config
-from gateway.message import Envelope
+from gateway.message import NO_HISTORY, Envelope, SenderHistory
 from gateway.pipeline import Inspection, Pipeline
 
 log = logging.getLogger(__name__)
@@ -43,9 +43,9 @@ def _init_worker(config: Config) -> None:
     _preparer = OutgoingPreparer(config)
 
 
-def _inspect_in_worker(raw: bytes, envelope: Envelope, reference: str) -> Inspected:
+def _inspect_in_worker(raw: bytes, envelope: Envelope, reference: str, history: SenderHistory) -> Inspected:
     assert _pipeline is not None and _preparer is not None
-    inspection = _pipeline.inspect(raw, envelope, reference)
+    inspection = _pipeline.inspect(raw, envelope, reference, history)
     delivered = any(r.action.route for r in inspection.decision.recipients)
     return Inspected(inspection, _preparer.prepare(raw, inspection) if delivered else None)
 
@@ -88,11 +88,12 @@ class InspectionPool:
             old.shutdown(wait=False, cancel_futures=True)
         self.start()
 
-    async def inspect(self, raw: bytes, envelope: Envelope, reference: str) -> Inspected:
+    async def inspect(self, raw: bytes, envelope: Envelope, reference: str,
+                      history: SenderHistory = NO_HISTORY) -> Inspected:
         executor = self._executor
         assert executor is not None, "start() the pool first"
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(executor, _inspect_in_worker, raw, envelope, reference)
+        future = loop.run_in_executor(executor, _inspect_in_worker, raw, envelope, reference, history)
         try:
             return await asyncio.wait_for(future, timeout=self.config.server.inspection_timeout)
         except asyncio.TimeoutError:

@@ -1,0 +1,1 @@
+"""Detectors about who a message goes to: mis-addressed recipients and personal-account forwarding."""
