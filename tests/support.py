@@ -338,13 +338,15 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def scan_message(directory: Path, raw: bytes) -> dict[str, Any]:
-    """`dlp-gateway scan` of one message, as a user runs it: its one JSON record."""
+def scan_message(directory: Path, raw: bytes, *args: str) -> dict[str, Any]:
+    """`dlp-gateway scan [ARGS] FILE` of one message, as a user runs it: its one JSON record.
+    `args` go before the file, e.g. "--config", str(path), "--sender", "a@b"."""
     import json
 
     path = directory / "m.eml"
     path.write_bytes(raw)
-    out = subprocess.run([str(BIN / "dlp-gateway"), "scan", str(path)], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([str(BIN / "dlp-gateway"), "scan", *args, str(path)], capture_output=True, text=True,
+                         timeout=120)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
