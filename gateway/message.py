@@ -139,6 +139,19 @@ class Message:
         return len(self.raw)
 
 
+def raw_header_text(value: str) -> str:
+    """A header value as read (8-bit bytes kept as surrogates) to text: SMTPUTF8 headers are UTF-8;
+    anything else 8-bit is read as Windows-1252, as mail clients do. Folding is undone."""
+    value = re.sub(r"\r?\n(?=[ \t])", "", value).strip()
+    if value.isascii():
+        return value
+    data = value.encode("ascii", "surrogateescape")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("cp1252", errors="replace")
+
+
 def decode_header_value(value: str) -> str:
     """RFC 2047 encoded words to text; anything undecodable is kept as it came."""
     if "=?" not in value:
@@ -276,8 +289,8 @@ def model_parts(raw: bytes) -> ModelParts:
         parts.texts.append((BODY, raw.decode("utf-8", errors="replace")))
         parts.defects.append(Defect("message", "could not be parsed"))
         return parts
-    for name, value in root.headers.items():
-        parts.headers.append((name, decode_header_value(str(value))))
+    for name, value in root.headers.raw_items():
+        parts.headers.append((name, decode_header_value(raw_header_text(value))))
     parts.subject = next((v for k, v in parts.headers if k.lower() == "subject"), "")
     parts.message_id = next((v.strip() for k, v in parts.headers if k.lower() == "message-id"), "")
     if parts.subject:

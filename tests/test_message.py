@@ -74,3 +74,17 @@ def test_an_obfuscated_nino_in_html_is_still_found() -> None:
            b"</td></tr></table>\r\n")
     (finding,) = NinoDetector().detect(parse(raw, ENV))
     assert finding.count == 1
+
+
+def test_raw_utf8_headers_of_smtputf8_mail_are_read_as_utf8() -> None:
+    raw = "From: Zoë Brontë <zoe@example.com>\r\nTo: Jürgen <j@example.de>,\r\n  Ana <a@example.es>\r\n" \
+          "Subject: Überweisung für März\r\n\r\nbody\r\n"
+    m = parse(raw.encode("utf-8"), Envelope("zoe@example.com", ("j@example.de",)))
+    assert m.subject == "Überweisung für März"
+    assert m.addresses("From", "To") == [("Zoë Brontë", "zoe@example.com"), ("Jürgen", "j@example.de"),
+                                         ("Ana", "a@example.es")]
+
+
+def test_raw_8bit_headers_that_are_not_utf8_are_read_as_windows_1252() -> None:
+    m = parse(b"From: Zo\xeb <zoe@example.com>\r\nSubject: caf\xe9\r\n\r\nbody\r\n", Envelope("zoe@example.com", ()))
+    assert m.subject == "café"
