@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench check-config clean system-deps services
+.PHONY: run test bench check-config clean system-deps test-deps services
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,18 +15,29 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $@
 
-# Debian packages the gateway and its tests use; installed only when missing.
+# Debian packages, installed only when missing: what the gateway needs to build and run
+# (libmagic, ICU for PyICU), then what the tests and the README's examples use
+# (swaks; promtool from prometheus; postfix for the end-to-end test).
+APT_INSTALL = if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  else echo "run as root or install:$$missing" >&2; fi; \
+	fi
+
 system-deps:
 	@missing=""; \
 	[ -e /usr/lib/x86_64-linux-gnu/libmagic.so.1 ] || ldconfig -p | grep -q 'libmagic.so.1 ' || missing="$$missing libmagic1"; \
-	command -v swaks >/dev/null || missing="$$missing swaks"; \
 	command -v pkg-config >/dev/null || missing="$$missing pkg-config"; \
 	pkg-config --exists icu-i18n 2>/dev/null || missing="$$missing libicu-dev"; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages:$$missing"; \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
-	  else echo "run as root or install:$$missing" >&2; fi; \
-	fi
+	command -v swaks >/dev/null || missing="$$missing swaks"; \
+	$(APT_INSTALL)
+
+test-deps:
+	@missing=""; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	$(APT_INSTALL)
 
 # The tests use the machine's real PostgreSQL on 127.0.0.1:5432; start it if it has stopped.
 services:
@@ -42,7 +53,7 @@ run: system-deps $(STAMP)
 check-config: $(STAMP)
 	$(BIN)/dlp-gateway check-config $(if $(CONFIG),--config $(CONFIG))
 
-test: system-deps services $(STAMP)
+test: system-deps test-deps services $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: system-deps $(STAMP)

@@ -27,9 +27,24 @@ def build_detectors(config: "Config") -> list[Detector]:
     from detectors.personal_data.uk_passport import PassportDetector
     from detectors.personal_data.uk_phone import PhoneDetector
     from detectors.personal_data.uk_postcode import PostcodeDetector
+    from detectors.recipients.exposed import ExposedRecipientsDetector
+    from detectors.recipients.forwarding import ForwardingDetector
+    from detectors.recipients.greeting import GreetingDetector
+    from detectors.recipients.history import RecipientHistoryDetector
+    from detectors.recipients.lookalike import LookalikeDetector
     from detectors.structure import StructureDetector
 
     ner = config.detectors.ner
+    org = config.organisation
+    recipients: list[Detector] = [
+        ForwardingDetector(org.personal_domains),
+        ExposedRecipientsDetector(org.internal_domains, config.policy.bcc_threshold),
+        GreetingDetector(org.internal_domains),
+        LookalikeDetector(org.internal_domains, org.trusted_domains, org.personal_domains,
+                          frequent_min=config.history.frequent_min),
+    ]
+    if config.history.enabled:
+        recipients.append(RecipientHistoryDetector(org.internal_domains, config.history.frequent_min))
     return [
         NinoDetector(),
         NhsNumberDetector(),
@@ -49,4 +64,5 @@ def build_detectors(config: "Config") -> list[Detector]:
         ProtectiveMarkingDetector(**config.detectors.markings.model_dump()),
         StructureDetector(),
         AttachmentDetector(),
+        *recipients,
     ]

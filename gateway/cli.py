@@ -12,12 +12,14 @@ import json
 import logging
 import os
 import sys
+import time
+from collections.abc import Callable
 from email.parser import BytesHeaderParser
 from email.utils import getaddresses
 from pathlib import Path
 
 from gateway.config import Config, ConfigError, effective_yaml, load_config
-from gateway.message import Envelope, decode_header_value
+from gateway.message import Envelope, SenderHistory, decode_header_value
 
 EXIT_OK = 0
 EXIT_UNREADABLE = 2
@@ -68,11 +70,38 @@ def envelope_from_headers(raw: bytes, sender: str | None, rcpts: list[str] | Non
     return Envelope(mail_from=sender, rcpt_tos=tuple(rcpts), protocol="FILE")
 
 
+def _history_for_scan(config: Config) -> Callable[[str], SenderHistory]:
+    """The relay's recipient history, read-only, when its database already exists; else none.
+    A dry run never creates the gateway's database."""
+    from gateway.message import NO_HISTORY
+
+    url = config.storage.database_url
+    if not config.history.enabled or (url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists()):
+        return lambda sender: NO_HISTORY
+    from gateway.history import RecipientHistory
+
+    history: RecipientHistory | None = None
+
+    def lookup(sender: str) -> SenderHistory:
+        nonlocal history
+        try:
+            if history is None:
+                history = RecipientHistory(url, config.history.max_per_sender, config.history.expiry_days)
+            return history.lookup(sender)
+        except Exception as e:
+            print(f"dlp-gateway scan: recipient history not read ({type(e).__name__}); "
+                  "first-time and autocomplete checks are skipped", file=sys.stderr)
+            return NO_HISTORY
+
+    return lookup
+
+
 def cmd_scan(args: argparse.Namespace) -> int:
     config = _config(args)
     from gateway.pipeline import Pipeline
 
     pipeline = Pipeline(config)
+    history_of = _history_for_scan(config)
     status = EXIT_OK
     for name in args.files:
         try:
@@ -82,7 +111,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
             status = EXIT_UNREADABLE
             continue
         envelope = envelope_from_headers(raw, args.sender, args.rcpt)
-        inspection = pipeline.inspect(raw, envelope)
+        inspection = pipeline.inspect(raw, envelope, history=history_of(envelope.mail_from))
         decision = inspection.decision
         record = {
             "file": name,
@@ -103,7 +132,9 @@ def _actor(args: argparse.Namespace) -> str:
 def _reason(args: argparse.Namespace, doing: str) -> str:
     reason = (args.reason or "").strip()
     if not reason and sys.stdin.isatty():
-        reason = input(f"Reason for {doing} (recorded in the audit log): ").strip()
+        # The question goes to stderr: stdout may be the message itself (quarantine read > FILE).
+        print(f"Reason for {doing} (recorded in the audit log): ", end="", file=sys.stderr, flush=True)
+        reason = sys.stdin.readline().strip()  # "" at end of input (Ctrl-D): refused below
     if not reason:
         print(f"dlp-gateway: give a reason for {doing} with --reason; it is recorded with your name",
               file=sys.stderr)
@@ -116,7 +147,7 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     from gateway.actions import build_routes
     from gateway.actions.quarantine import Quarantine, QuarantineError
 
-    quarantine = Quarantine(config.storage.database_url, config.storage.quarantine_dir)
+    quarantine = Quarantine.from_config(config, build_routes(config))
     try:
         if args.qcmd == "list":
             status = None if args.status == "all" else args.status
@@ -150,6 +181,27 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
             reason = _reason(args, "deleting this message")
             quarantine.delete(args.id, _actor(args), reason)
             print(f"{args.id}: deleted")
+        elif args.qcmd == "expire":
+            report = quarantine.expire(dry_run=args.dry_run, detail=f"dlp-gateway quarantine expire, run by "
+                                                                     f"{_actor(args)}")
+            would = "would expire" if args.dry_run else "expired"
+            for item_id in report.expired:
+                print(f"{item_id}: {would}")
+            for item_id in report.purged:
+                print(f"{item_id}: left-over content {'would be ' if args.dry_run else ''}removed")
+            cutoff = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(report.cutoff))
+            print(f"{len(report.expired)} held message(s) from before {cutoff} {would}"
+                  + (" (dry run: nothing was changed)" if args.dry_run else ""))
+        elif args.qcmd == "rekey":
+            rekeyed = quarantine.rekey(_actor(args))
+            for item_id, problem in rekeyed.failed.items():
+                print(f"dlp-gateway: {item_id} not re-encrypted: {problem}", file=sys.stderr)
+            print(f"{len(rekeyed.rekeyed)} held message(s) re-encrypted under key {rekeyed.key_id}, "
+                  f"{len(rekeyed.unchanged)} already under it, {len(rekeyed.failed)} failed")
+            if rekeyed.failed:
+                print("dlp-gateway: keep the old keys in quarantine.keys until every message is re-encrypted",
+                      file=sys.stderr)
+                return 1
     except QuarantineError as e:
         print(f"dlp-gateway: {e}", file=sys.stderr)
         return 1
@@ -162,6 +214,76 @@ def cmd_dkim_keygen(args: argparse.Namespace) -> int:
     return keygen(args.domain, args.selector, args.directory, args.algorithm)
 
 
+def cmd_quarantine_keygen(args: argparse.Namespace) -> int:
+    from gateway.quarantine_keys import keygen
+
+    try:
+        key = keygen(args.file)
+    except FileExistsError:
+        print(f"dlp-gateway: {args.file} already exists; nothing was changed. Give a new file name "
+              "for a new key (see docs/quarantine.md on rotating keys).", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"dlp-gateway: cannot write the key file {args.file}: {e.strerror}", file=sys.stderr)
+        return 1
+    path = Path(key.path).resolve()
+    print(f"""Quarantine key {key.hex_id} written to:
+  {path}
+It is readable by its owner only. If the gateway runs as another user, make that user its owner.
+Keep a copy somewhere safe: held mail encrypted with it cannot be read without it.
+
+To encrypt held mail with it, put it first in quarantine.keys, keeping any older keys after it:
+  quarantine:
+    keys: ["{path}"]
+check with 'dlp-gateway check-config --config FILE', restart the gateway, and after a rotation
+run 'dlp-gateway quarantine rekey' before removing an old key.""")
+    return EXIT_OK
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    config = _config(args)
+    from gateway.history import RecipientHistory
+
+    history = RecipientHistory(config.storage.database_url, config.history.max_per_sender, config.history.expiry_days)
+    if args.hcmd == "show":
+        known = history.lookup(args.sender)
+        if args.json:
+            print(json.dumps({
+                "sender": args.sender.lower(),
+                "correspondents": [c.__dict__ for c in known.correspondents],
+                "personal_addresses": list(known.personal_addresses),
+            }, ensure_ascii=False))
+            return EXIT_OK
+        if not known.correspondents and not known.personal_addresses:
+            print(f"no history for {args.sender}")
+        for c in known.correspondents:
+            last = time.strftime("%Y-%m-%d", time.gmtime(c.last_seen))
+            print(f"{c.count:6d}  last {last}  {c.address}" + (f"  ({c.display_name})" if c.display_name else ""))
+        for address in known.personal_addresses:
+            print(f"personal  {address}")
+    elif args.hcmd == "forget":
+        removed = history.forget(args.sender, args.address)
+        print(f"{removed} entr{'y' if removed == 1 else 'ies'} removed")
+    elif args.hcmd == "expire":
+        removed = history.expire()
+        print(f"{removed} entr{'y' if removed == 1 else 'ies'} unused for {config.history.expiry_days:g} days removed")
+    elif args.hcmd == "personal":
+        if args.pcmd == "add":
+            added = history.add_personal(args.sender, args.address, _actor(args))
+            print(f"{args.address} {'registered' if added else 'was already registered'} as a personal account "
+                  f"of {args.sender}")
+        elif args.pcmd == "remove":
+            if not history.remove_personal(args.sender, args.address):
+                print(f"dlp-gateway: {args.address} is not registered for {args.sender}", file=sys.stderr)
+                return 1
+            print(f"{args.address} removed")
+        else:
+            for sender, address, added_at, added_by in history.list_personal(args.sender):
+                when = time.strftime("%Y-%m-%d", time.gmtime(added_at))
+                print(f"{sender}  {address}  added {when} by {added_by}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dlp-gateway", description="Outbound email data-loss-prevention gateway")
     parser.add_argument("--log-level", default=os.environ.get("DLP_GATEWAY_LOG_LEVEL", "INFO"),
@@ -170,6 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--config", metavar="FILE", help="YAML merged over the built-in defaults")
+        return p
+
+    def config_too(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        """--config after a sub-command as well as before it (SUPPRESS: an absent one keeps the other)."""
+        p.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                       help="YAML merged over the built-in defaults")
         return p
 
     with_config(sub.add_parser("serve", help="run the SMTP/LMTP relay")).set_defaults(func=cmd_serve)
@@ -190,11 +318,31 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("--algorithm", default="rsa-sha256", choices=["rsa-sha256", "ed25519-sha256"])
     keygen.set_defaults(func=cmd_dkim_keygen)
 
-    q = with_config(sub.add_parser("quarantine", help="list, show, read, release or delete held messages"))
+    h = with_config(sub.add_parser("history", help="recipient history and registered personal accounts"))
+    h.set_defaults(func=cmd_history)
+    hsub = h.add_subparsers(dest="hcmd", required=True)
+    hs = config_too(hsub.add_parser("show", help="whom a sender writes to, most often first"))
+    hs.add_argument("sender")
+    hs.add_argument("--json", action="store_true")
+    hf = config_too(hsub.add_parser("forget", help="erase a sender's history, or one address from it"))
+    hf.add_argument("sender")
+    hf.add_argument("address", nargs="?")
+    config_too(hsub.add_parser("expire", help="remove entries unused for history.expiry_days now"))
+    hp = config_too(hsub.add_parser("personal", help="a sender's known personal accounts (count as personal "
+                                                     "forwarding)"))
+    psub = hp.add_subparsers(dest="pcmd", required=True)
+    for name, text in (("add", "register ADDRESS as SENDER's personal account"), ("remove", "unregister it")):
+        pp = config_too(psub.add_parser(name, help=text))
+        pp.add_argument("sender")
+        pp.add_argument("address")
+        pp.add_argument("--actor", help="who is registering it (default: your login name)")
+    config_too(psub.add_parser("list", help="registered personal accounts")).add_argument("sender", nargs="?")
+
+    q = with_config(sub.add_parser("quarantine", help="list, show, read, release, delete, expire or rekey held messages"))
     q.set_defaults(func=cmd_quarantine)
     qsub = q.add_subparsers(dest="qcmd", required=True)
     ql = qsub.add_parser("list", help="held messages, newest first")
-    ql.add_argument("--status", default="held", choices=["held", "released", "deleted", "all"])
+    ql.add_argument("--status", default="held", choices=["held", "released", "deleted", "expired", "all"])
     ql.add_argument("--limit", type=int, default=100)
     ql.add_argument("--json", action="store_true", help="one JSON object per line")
     qsub.add_parser("show", help="the decision, findings and action log of one message").add_argument("id")
@@ -208,6 +356,15 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "release":
             p.add_argument("--rcpt", action="append", metavar="ADDR", help="release only to this recipient "
                            "(repeatable; default: every held recipient)")
+    qe = qsub.add_parser("expire", help="expire now what is older than quarantine.retention_days")
+    qe.add_argument("--dry-run", action="store_true", help="list what would expire; change nothing")
+    qe.add_argument("--actor", help="who is running it (default: your login name)")
+    qsub.add_parser("rekey", help="re-encrypt every held message under the first of quarantine.keys").add_argument(
+        "--actor", help="who is acting (default: your login name)")
+
+    qk = sub.add_parser("quarantine-keygen", help="make a key file for encrypting held mail (quarantine.keys)")
+    qk.add_argument("file", help="where to write it; never overwritten")
+    qk.set_defaults(func=cmd_quarantine_keygen)
     return parser
 
 

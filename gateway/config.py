@@ -134,6 +134,43 @@ class StorageSettings(_Section):
         return v
 
 
+def _check_quarantine_key(path: str) -> str:
+    from gateway.quarantine_keys import load_key
+
+    load_key(path)  # KeyFileError is a ValueError naming the file
+    return path
+
+
+QuarantineKeyFile = Annotated[str, AfterValidator(_check_quarantine_key)]
+
+
+class QuarantineSettings(_Section):
+    keys: list[QuarantineKeyFile]
+    retention_days: int = Field(gt=0)
+    expire_interval: float = Field(gt=0)
+    notify_sender: bool
+
+    @field_validator("keys")
+    @classmethod
+    def _distinct(cls, v: list[str]) -> list[str]:
+        from gateway.quarantine_keys import load_key
+
+        seen: dict[bytes, str] = {}
+        for path in v:
+            key = load_key(path)
+            if key.id in seen:
+                raise ValueError(f"{seen[key.id]} and {path} hold the same key ({key.hex_id}); list each key once")
+            seen[key.id] = path
+        return v
+
+
+class HistorySettings(_Section):
+    enabled: bool
+    max_per_sender: int = Field(gt=0)
+    expiry_days: float = Field(gt=0)
+    frequent_min: int = Field(gt=0)
+
+
 class AuditSettings(_Section):
     path: str
 
@@ -141,6 +178,11 @@ class AuditSettings(_Section):
 class BounceSettings(_Section):
     postmaster: str
     reporting_mta: str
+    contact: str
+    policy_name: str = Field(min_length=1)
+    policy_url: str
+    templates: str
+    notify_held: bool
 
     @field_validator("postmaster")
     @classmethod
@@ -148,6 +190,27 @@ class BounceSettings(_Section):
         if "@" not in v or any(c in v for c in " <>\r\n"):
             raise ValueError("must be a plain address such as 'postmaster@example.gov.uk'")
         return v
+
+    @field_validator("policy_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if v and (not v.startswith(("https://", "http://")) or any(c.isspace() for c in v)):
+            raise ValueError("must be an https:// (or http://) address, or \"\" for none")
+        return v
+
+    @field_validator("templates")
+    @classmethod
+    def _templates(cls, v: str) -> str:
+        from gateway.actions.notices import NoticeTemplates
+
+        NoticeTemplates.load(v)  # TemplateError is a ValueError naming the file
+        return v
+
+
+class HeadersSettings(_Section):
+    verdict: bool
+    reference: bool
+    strip_for_external: bool
 
 
 class NerSettings(_Section):
@@ -323,8 +386,11 @@ class Config(_Section):
     routes: RouteSettings
     delivery: DeliverySettings
     storage: StorageSettings
+    quarantine: QuarantineSettings
+    history: HistorySettings
     audit: AuditSettings
     bounce: BounceSettings
+    headers: HeadersSettings
     detectors: DetectorSettings
     attachments: AttachmentSettings
     disclaimer: DisclaimerSettings

@@ -34,6 +34,7 @@ class Inspection:
     findings: tuple[Finding, ...]
     decision: Decision
     seconds: float
+    shown_names: tuple[tuple[str, str], ...] = ()    # (address, display name) from To/Cc, for the history
 
 
 def gave_up(policy: Policy, raw: bytes, envelope: Envelope, reference: str, why: str) -> Inspection:
@@ -81,4 +82,5 @@ class Pipeline:
             findings=tuple(findings),
             decision=decision,
             seconds=time.perf_counter() - started,
+            shown_names=tuple((addr.lower(), name) for name, addr in message.addresses("To", "Cc") if name),
         )

@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import signal
 import ssl
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -24,8 +25,12 @@ from gateway.actions.delivery import RecipientResult, all_recipients
 from gateway.actions.quarantine import Quarantine
 from gateway.audit import AuditLog, decision_record
 from gateway.config import Config, parse_listen
-from gateway.message import Envelope
-from gateway.pipeline import gave_up, new_reference
+from gateway.admin import AdminServer
+from gateway.history import Delivered, RecipientHistory
+from gateway.metrics import Metrics, QuarantineCollector, held_in_quarantine
+from gateway.store import database_answers
+from gateway.message import NO_HISTORY, Envelope, SenderHistory
+from gateway.pipeline import Inspection, gave_up, new_reference
 from gateway.policy import Policy
 from gateway.workers import InspectionGaveUp, InspectionPool, InspectionUnavailable
 
@@ -127,8 +132,14 @@ class GatewaySMTP(SMTP):
         finally:
             self._stop_transaction_timer()
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._sessions = self.event_handler.metrics.sessions.labels(self.event_handler.listener)
+        self._sessions.inc()
+        super().connection_made(transport)
+
     def connection_lost(self, error: Exception | None) -> None:
         self._stop_transaction_timer()
+        self._sessions.dec()
         super().connection_lost(error)
 
 
@@ -146,12 +157,17 @@ class GatewayHandler:
         dispatcher: Dispatcher,
         audit: AuditLog,
         lmtp: bool,
+        history: RecipientHistory | None = None,
+        metrics: Metrics | None = None,
     ):
         self.config = config
         self.pool = pool
         self.dispatcher = dispatcher
         self.audit = audit
         self.lmtp = lmtp
+        self.history = history
+        self.metrics = metrics or Metrics()
+        self.listener = "lmtp" if lmtp else "smtp"
         self.policy = Policy(config.organisation, config.policy)  # decides messages whose inspection gave up
         self.in_flight: set[asyncio.Task[Any]] = set()
 
@@ -167,6 +183,7 @@ class GatewayHandler:
     async def handle_exception(self, error: Exception) -> str:
         if isinstance(error, BareLineEnding):
             return "500 5.5.2 Bare CR or LF in a command; end each command line with CRLF"
+        self.metrics.errors.labels("session").inc()
         log.exception("error in an SMTP session")
         return "451 4.3.0 Internal error; try again later"
 
@@ -192,29 +209,72 @@ class GatewayHandler:
         return smtp_reply(list(results.values()))
 
     async def process(self, raw: bytes, envelope: Envelope) -> dict[str, RecipientResult]:
+        started = time.perf_counter()
         reference = new_reference()
         outgoing: bytes | None = None
         try:
-            inspected = await self.pool.inspect(raw, envelope, reference)
+            inspected = await self.pool.inspect(raw, envelope, reference, await self._history_of(envelope.mail_from))
             inspection, outgoing = inspected.inspection, inspected.outgoing
         except InspectionUnavailable as e:
+            self.metrics.errors.labels("inspection").inc()
             return all_recipients(list(envelope.rcpt_tos), 451, f"4.3.0 message could not be inspected now ({e}); "
                                   "try again later")
         except InspectionGaveUp as e:
+            self.metrics.inspection_gave_up.inc()
             inspection = gave_up(self.policy, raw, envelope, reference, str(e))
         try:
             results = await self.dispatcher.carry_out(inspection, raw, envelope, per_recipient=self.lmtp,
                                                       outgoing=outgoing)
         except Exception:
+            self.metrics.errors.labels("delivery").inc()
             log.exception("carrying out the decision for %s failed", reference)
             return all_recipients(list(envelope.rcpt_tos), 451, "4.3.0 internal error; try again later")
+        self._remember_delivered(inspection, envelope, results)
+        self.metrics.observe_message(inspection, results, time.perf_counter() - started)
         try:
             self.audit.write(decision_record(inspection, envelope, results))
         except Exception:
+            self.metrics.errors.labels("audit").inc()
             log.exception("audit line for %s could not be written", reference)
         log.info("%s %s from=<%s> rcpts=%d verdict=%s rules=%s", reference, envelope.protocol, envelope.mail_from,
                  len(envelope.rcpt_tos), inspection.decision.verdict.value, ",".join(inspection.decision.rules) or "-")
         return results
+
+
+    async def _history_of(self, sender: str) -> SenderHistory:
+        if self.history is None or not sender:
+            return NO_HISTORY
+        try:
+            return await asyncio.to_thread(self.history.lookup, sender)
+        except Exception as e:
+            # The history only sharpens recipient checks; without it the message is still inspected.
+            self.metrics.errors.labels("history").inc()
+            log.warning("recipient history unavailable, inspecting without it: %s", e)
+            return NO_HISTORY
+
+    def _remember_delivered(self, inspection: Inspection, envelope: Envelope,
+                            results: dict[str, RecipientResult]) -> None:
+        """Record, after the reply, whom the sender's mail was delivered to (held or refused mail is not)."""
+        if self.history is None or not envelope.mail_from:
+            return
+        names = dict(inspection.shown_names)
+        delivered = [
+            Delivered(r.address, names.get(r.address.lower(), ""))
+            for r in inspection.decision.recipients
+            if r.action.route is not None and r.address in results and results[r.address].ok
+        ]
+        if delivered:
+            task = asyncio.ensure_future(asyncio.to_thread(self._record, envelope.mail_from, delivered))
+            self.in_flight.add(task)
+            task.add_done_callback(self.in_flight.discard)
+
+    def _record(self, sender: str, delivered: list[Delivered]) -> None:
+        assert self.history is not None
+        try:
+            self.history.record(sender, delivered)
+        except Exception as e:
+            self.metrics.errors.labels("history").inc()
+            log.warning("recipient history not updated: %s", e)
 
 
 def smtp_reply(results: list[RecipientResult]) -> str:
@@ -245,21 +305,33 @@ class Gateway:
         self.config = config
         self.pool = InspectionPool(config)
         self.audit = AuditLog(config.audit.path)
-        self.quarantine = Quarantine(config.storage.database_url, config.storage.quarantine_dir)
-        self.dispatcher = Dispatcher(config, build_routes(config), self.quarantine)
+        self.history = (RecipientHistory(config.storage.database_url, config.history.max_per_sender,
+                                         config.history.expiry_days) if config.history.enabled else None)
+        routes = build_routes(config)
+        self.quarantine = Quarantine.from_config(config, routes)
+        self.dispatcher = Dispatcher(config, routes, self.quarantine)
+        self.retention: asyncio.Task[None] | None = None
+        self.metrics = Metrics()
+        self.metrics.registry.register(QuarantineCollector(held_in_quarantine(config.storage.database_url)))
+        self.admin = AdminServer(self.metrics, self.not_ready)
         self.servers: list[asyncio.base_events.Server] = []
         self.handlers: list[GatewayHandler] = []
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.pool.start)
+        if self.quarantine.keys.current is None:
+            log.warning("held mail is stored unencrypted in %s: no quarantine.keys configured",
+                        self.config.storage.quarantine_dir)
+        self.retention = asyncio.create_task(self.quarantine.run_retention(self.config.quarantine.expire_interval))
         tls = _tls_context(self.config)
         server = self.config.server
         for listen, cls in ((server.smtp_listen, GatewaySMTP), (server.lmtp_listen, GatewayLMTP)):
             address = parse_listen(listen)
             if address is None:
                 continue
-            handler = GatewayHandler(self.config, self.pool, self.dispatcher, self.audit, lmtp=cls is GatewayLMTP)
+            handler = GatewayHandler(self.config, self.pool, self.dispatcher, self.audit, lmtp=cls is GatewayLMTP,
+                                     history=self.history, metrics=self.metrics)
             self.handlers.append(handler)
 
             def factory(cls: type[GatewaySMTP] = cls, handler: GatewayHandler = handler) -> GatewaySMTP:
@@ -280,6 +352,21 @@ class Gateway:
 
             self.servers.append(await loop.create_server(factory, host=address[0], port=address[1]))
             log.info("%s listening on %s", "LMTP" if cls is GatewayLMTP else "SMTP", listen)
+        admin = parse_listen(self.config.admin.listen)
+        if admin is not None:
+            await self.admin.start(*admin)
+
+    async def not_ready(self) -> str | None:
+        """Why the gateway cannot take mail now (for /readyz), or None when it can."""
+        if not self.servers or not all(s.is_serving() for s in self.servers):
+            return "listeners are not serving"
+        if not self.pool.started:
+            return "inspection workers are not running"
+        try:
+            await asyncio.to_thread(database_answers, self.config.storage.database_url)
+        except Exception as e:
+            return f"the database does not answer ({type(e).__name__})"
+        return None
 
     async def stop(self, grace: float = 30.0) -> None:
         for srv in self.servers:
@@ -288,7 +375,11 @@ class Gateway:
         if in_flight:
             log.info("waiting for %d message(s) in progress", len(in_flight))
             await asyncio.wait(in_flight, timeout=grace)
+        if self.retention is not None:
+            self.retention.cancel()
+            await asyncio.gather(self.retention, return_exceptions=True)
         await asyncio.get_running_loop().run_in_executor(None, self.pool.close)
+        await self.admin.stop()
         self.audit.close()
 
 

@@ -24,8 +24,8 @@ quarantine_items = sa.Table(
     sa.Column("mail_options", sa.Text, nullable=False),        # JSON list: BODY=8BITMIME, SMTPUTF8
     sa.Column("rules", sa.Text, nullable=False),               # JSON list of rule names
     sa.Column("findings", sa.Text, nullable=False),            # JSON: kinds, counts, locations; never values
-    sa.Column("status", sa.String(20), nullable=False, index=True),  # held, released, deleted
-    sa.Column("storage_key", sa.Text, nullable=False),         # where the bytes are
+    sa.Column("status", sa.String(20), nullable=False, index=True),  # held, released, deleted, expired
+    sa.Column("storage_key", sa.Text, nullable=False),         # the bytes' file (maybe encrypted); "" once removed
 )
 
 quarantine_recipients = sa.Table(
@@ -36,7 +36,7 @@ quarantine_recipients = sa.Table(
     sa.Column("rclass", sa.String(20), nullable=False),
     sa.Column("rules", sa.Text, nullable=False),
     sa.Column("release_route", sa.String(20), nullable=False),
-    sa.Column("status", sa.String(20), nullable=False),        # held, released, deleted
+    sa.Column("status", sa.String(20), nullable=False),        # held, released, deleted, expired
 )
 
 quarantine_events = sa.Table(
@@ -45,7 +45,7 @@ quarantine_events = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("item_id", sa.String(40), sa.ForeignKey("quarantine_items.id"), nullable=False, index=True),
     sa.Column("at", sa.Float, nullable=False),
-    sa.Column("action", sa.String(20), nullable=False),        # held, viewed, released, deleted
+    sa.Column("action", sa.String(20), nullable=False),        # held, viewed, released, deleted, expired, rekeyed, notified
     sa.Column("actor", sa.Text, nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("detail", sa.Text, nullable=False),
@@ -64,6 +64,12 @@ def normalise_url(url: str) -> str:
 
 
 _engines: dict[str, Engine] = {}
+
+
+def database_answers(url: str) -> None:
+    """Raise unless the database takes a trivial query now."""
+    with engine_for(url).connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
 
 
 def engine_for(url: str) -> Engine:

@@ -113,6 +113,10 @@ class InspectionPool:
                 self._crashed.pop(next(iter(self._crashed)))
             raise InspectionUnavailable("an inspection worker failed") from None
 
+    @property
+    def started(self) -> bool:
+        return self._executor is not None
+
     def close(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.policy
+import secrets
 from collections.abc import Iterator
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -10,10 +11,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+import sqlalchemy as sa
 
 from tests.support import GatewayProcess, Sink, TestCA, make_test_ca, smtp_route
 
 SENDER = "jane.doe@council.example.gov.uk"
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def make_message(
@@ -85,3 +88,27 @@ def gateway_factory(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
 def gateway(gateway_factory: Callable[..., GatewayProcess], sink: Sink) -> GatewayProcess:
     """A gateway relaying both routes to one plain sink."""
     return gateway_factory({"routes": {"relay": smtp_route(sink), "secure": smtp_route(sink)}})
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A schema of our own in the machine's PostgreSQL, dropped afterwards."""
+    schema = f"dlp_test_{secrets.token_hex(4)}"
+    engine = sa.create_engine(POSTGRES.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    except sa.exc.OperationalError as e:
+        pytest.fail(f"PostgreSQL on 127.0.0.1:5432 is not answering (make test starts it): {e}")
+    yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same tests on real SQLite and on the machine's real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/gateway.db"
+    return request.getfixturevalue("postgres_url")

@@ -213,9 +213,11 @@ class GatewayProcess:
         self.workdir = workdir
         self.smtp_port = free_port()
         self.lmtp_port = free_port()
+        self.admin_port = free_port()
         base = {
             "server": {"smtp_listen": f"127.0.0.1:{self.smtp_port}", "lmtp_listen": f"127.0.0.1:{self.lmtp_port}",
                        "workers": 1, "hostname": "gateway.test"},
+            "admin": {"listen": f"127.0.0.1:{self.admin_port}"},
             "organisation": {"internal_domains": ["council.example.gov.uk"], "trusted_domains": ["nhs.net"]},
             "bounce": {"postmaster": "postmaster@council.example.gov.uk"},
             # Workers load the name model only when a message needs it: most tests never do.

@@ -124,7 +124,7 @@ def test_a_signed_message_verifies_against_the_published_record(message: Callabl
 def test_the_signature_is_relaxed_and_protects_what_a_reader_sees(message: Callable[..., bytes],
                                                                    rsa_key: tuple[Path, str]) -> None:
     path, _ = rsa_key
-    raw = b"X-DLP-Gateway: reference=abc; action=deliver\r\n" + message(cc=["c@supplier.example.com"])
+    raw = b"X-DLP-Verdict: deliver\r\nX-DLP-Reference: abc\r\n" + message(cc=["c@supplier.example.com"])
     t = tags(sign(raw, DOMAIN, "s2025", path.read_bytes()))
     assert (t["a"], t["c"], t["d"], t["s"]) == ("rsa-sha256", "relaxed/relaxed", DOMAIN, "s2025")
     signed = t["h"].split(":")
@@ -144,7 +144,7 @@ def test_a_message_signed_after_the_disclaimer_verifies(message: Callable[..., b
     assert dkim.verify(signed, dnsfunc=dns(record))
     # What Dispatcher.outgoing prepends afterwards (trace and verdict) is not signed and breaks nothing.
     relayed = (b"Received: from gateway.test by mx.test; Tue, 4 Mar 2025 10:15:00 +0000\r\n"
-               b"X-DLP-Gateway: reference=abc; action=deliver\r\n" + signed)
+               b"X-DLP-Verdict: deliver\r\nX-DLP-Reference: abc\r\n" + signed)
     assert dkim.verify(relayed, dnsfunc=dns(record))
 
 

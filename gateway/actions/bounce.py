@@ -1,31 +1,34 @@
 """Bounces: an RFC 3464 delivery status notification telling the sender what was refused and why.
 
-The human part names the rules, the kinds, counts and locations of what was found,
-and what to do instead. It never contains the matched data, the original body or
-the attachments: only the original headers travel back (text/rfc822-headers).
+The human part (text and HTML, from the bounce templates) names the rules, the kinds,
+counts and locations of what was found, and what to do instead; when some recipients
+of the same message are held, it says so too. It never contains the matched data,
+the original body or the attachments: only the original headers travel back
+(text/rfc822-headers).
 """
 
 from __future__ import annotations
 
 import email.utils
 import re
-import textwrap
-from collections.abc import Iterable
-from dataclasses import dataclass
-from email.charset import QP, Charset
-from email.mime.text import MIMEText
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
-from detectors.base import Finding
-from gateway.config import Config, Rule
-from gateway.decision import Action, RecipientClass, RecipientDecision
+from gateway.actions.notices import (
+    alternative,
+    base_notice,
+    explain,
+    grouped,
+    original_headers,
+    subject_of,
+    templates_in,
+)
+from gateway.config import Config
+from gateway.decision import Action, RecipientDecision
 from gateway.pipeline import Inspection
 
-CLASS_WORDS = {
-    RecipientClass.INTERNAL: "internal address",
-    RecipientClass.TRUSTED: "secure partner address",
-    RecipientClass.EXTERNAL: "external address",
-    RecipientClass.PERSONAL: "personal email account",
-}
+__all__ = ["Refusal", "build_bounce", "original_headers", "should_bounce"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,7 @@ class Refusal:
 
 
 def should_bounce(sender: str, raw: bytes) -> bool:
-    """No bounce to the null sender or to automatically submitted mail: no loops, no backscatter."""
+    """No bounce or notice to the null sender or about automatically submitted mail: no loops, no backscatter."""
     if not sender or sender == "<>":
         return False
     head = original_headers(raw)
@@ -47,100 +50,40 @@ def should_bounce(sender: str, raw: bytes) -> bool:
     return not (m and m.group(1).strip().lower() != b"no")
 
 
-def original_headers(raw: bytes) -> bytes:
-    m = re.search(rb"\r?\n\r?\n", raw)
-    return raw[: m.start()] if m else raw
+def build_bounce(
+    config: Config, inspection: Inspection, sender: str, raw: bytes, refusals: list[Refusal],
+    held: Sequence[RecipientDecision] = (),
+) -> bytes:
+    """The whole DSN as bytes, ready to hand to the relay route with the null sender.
+    `held` are recipients of the same message now in quarantine: the human part tells of
+    them too, so the sender gets one message about it, not two."""
+    findings = inspection.findings
+    blocked = [explain(config, r.address, r.decision.rclass, r.decision.rules, Action.REJECT, findings)
+               for r in refusals if r.decision is not None]
+    failed = [explain(config, r.address, None, (), Action.REJECT, findings, diagnostic=r.diagnostic)
+              for r in refusals if r.decision is None]
+    kept = [explain(config, r.address, r.rclass, r.rules, Action.QUARANTINE, findings) for r in held]
+    notice = replace(
+        base_notice(config, inspection.reference, subject_of(raw, findings), inspection.message_id,
+                    time.time()),
+        blocked=grouped(blocked), held=grouped(kept), failed=grouped(failed),
+    )
+    human = alternative(templates_in(config.bounce.templates).render("bounce", notice))
 
-
-def location_words(location: str) -> str:
-    if location == "subject":
-        return "the subject line"
-    if location == "body":
-        return "the message text"
-    if location.startswith("attachment:"):
-        return f"attachment '{location.split(':', 1)[1]}'"
-    if location.startswith("header:"):
-        return f"the {location.split(':', 1)[1]} header"
-    return location
-
-
-def plural(kind: str, count: int) -> str:
-    """'3 email addresses', '2 NHS numbers', '1 IBAN'; kinds already plural stay as they are."""
-    if count == 1:
-        return kind
-    if kind.endswith("a named person"):   # "health information about a named person"
-        return kind.removesuffix("a named person") + "named people"
-    if kind.endswith("person"):
-        return kind.removesuffix("person") + "people"
-    if kind.endswith(("ss", "sh", "ch", "x")):
-        return kind + "es"
-    return kind if kind.endswith("s") else kind + "s"
-
-
-def describe_findings(findings: Iterable[Finding]) -> list[str]:
-    return [f"{location_words(f.location)}: {f.count} {plural(f.kind, f.count)}" for f in findings]
-
-
-def _rules_behind(decision: RecipientDecision, rules: list[Rule], action: Action) -> list[Rule]:
-    return [r for r in rules if r.name in decision.rules and r.actions.get(decision.rclass) is action]
-
-
-def human_text(config: Config, inspection: Inspection, refusals: list[Refusal]) -> str:
-    org = config.organisation.name
-    out = [
-        f"Your message was not delivered to {'this recipient' if len(refusals) == 1 else 'these recipients'}.",
-        "",
-    ]
-    policy_refusals = [r for r in refusals if r.decision is not None]
-    if policy_refusals:
-        out += [
-            f"The email gateway of {org} checks outgoing mail for personal and sensitive",
-            "information. It stopped this message because of what it found:",
-            "",
-        ]
-        found = describe_findings(inspection.findings)
-        for line in found:
-            out.append(f"  - {line}")
-        if found:
-            out.append("")
-        out.append("(The gateway reports what kind of information it found and where, never the information itself.)")
-        out.append("")
-    for refusal in refusals:
-        decision = refusal.decision
-        if decision is None:
-            out += [f"{refusal.address}", f"    {refusal.diagnostic}", ""]
-            continue
-        out.append(f"{refusal.address} ({CLASS_WORDS[decision.rclass]})")
-        for rule in _rules_behind(decision, config.policy.rules, Action.REJECT):
-            out.append(f"    Rule: {rule.title}")
-            out += textwrap.wrap(f"What to do instead: {rule.guidance}", width=72,
-                                 initial_indent="    ", subsequent_indent="    ")
-        out.append("")
-    out += [
-        f"Reference: {inspection.reference}",
-        "Quote this reference if you contact the service desk about this message.",
-        f"Contact: {config.bounce.postmaster}",
-    ]
-    return "\n".join(out) + "\n"
-
-
-def build_bounce(config: Config, inspection: Inspection, sender: str, raw: bytes, refusals: list[Refusal]) -> bytes:
-    """The whole DSN as bytes, ready to hand to the relay route with the null sender."""
     reporting_mta = config.bounce.reporting_mta or config.hostname
     boundary = f"=_dlp_{inspection.reference}"
-    charset = Charset("utf-8")
-    charset.body_encoding = QP  # readable in any mail client's "view source", unlike base64
-    human = MIMEText(human_text(config, inspection, refusals), "plain", charset)
     status_blocks = [f"Reporting-MTA: dns; {reporting_mta}\r\nArrival-Date: {email.utils.formatdate()}\r\n"]
     for r in refusals:
         status_blocks.append(
             f"Final-Recipient: rfc822; {r.address}\r\nAction: failed\r\nStatus: {r.status}\r\n"
             f"Diagnostic-Code: smtp; {r.diagnostic}\r\n"
         )
+    subject = ("Undelivered mail: stopped by the email security policy" if blocked
+               else "Undelivered mail: returned to sender")
     headers = [
         f"From: Mail Delivery System <{config.bounce.postmaster}>",
         f"To: <{sender}>",
-        "Subject: Undelivered mail: stopped by the email security policy",
+        f"Subject: {subject}",
         f"Date: {email.utils.formatdate(localtime=False)}",
         f"Message-ID: {email.utils.make_msgid(domain=reporting_mta)}",
         "Auto-Submitted: auto-replied",
@@ -152,7 +95,7 @@ def build_bounce(config: Config, inspection: Inspection, sender: str, raw: bytes
         "\r\n".join(headers).encode("utf-8", "surrogateescape") + b"\r\n\r\n",
         b"This is a MIME-encapsulated delivery status notification.\r\n",
         f"\r\n--{boundary}\r\n".encode(),
-        human.as_bytes().replace(b"\n", b"\r\n").replace(b"\r\r\n", b"\r\n"),
+        human.as_bytes(),
         f"\r\n--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n".encode(),
         "\r\n".join(status_blocks).encode("utf-8", "surrogateescape"),
         f"\r\n--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n".encode(),
@@ -160,3 +103,13 @@ def build_bounce(config: Config, inspection: Inspection, sender: str, raw: bytes
         f"\r\n--{boundary}--\r\n".encode(),
     ]
     return b"".join(parts)
+
+
+def bounce_mail_options(sender: str, bounce: bytes) -> tuple[str, ...]:
+    """What the relay must be told to carry the bounce as it is."""
+    options = []
+    if not bounce.isascii():
+        options.append("BODY=8BITMIME")   # 8-bit original headers in the text/rfc822-headers part
+    if not sender.isascii():
+        options.append("SMTPUTF8")
+    return tuple(options)

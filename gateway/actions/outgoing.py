@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+from gateway.actions import without_dlp_headers
 from gateway.config import Config
 from gateway.disclaimer import NotAdded, load_disclaimer
 from gateway.dkim import DkimSigner
@@ -31,7 +32,7 @@ class OutgoingPreparer:
 
     def prepare(self, raw: bytes, inspection: Inspection) -> bytes:
         """The bytes every delivered recipient of this message gets (before trace headers)."""
-        out = raw
+        out = without_dlp_headers(raw)  # a client's X-DLP-* headers go before signing, so DKIM holds
         if inspection.decision.disclaimer and self.disclaimer is not None:
             result = self.disclaimer.apply(out)
             if result.added:
