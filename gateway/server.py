@@ -309,9 +309,9 @@ class Gateway:
                                          config.history.expiry_days) if config.history.enabled else None)
         routes = build_routes(config)
         self.quarantine = Quarantine.from_config(config, routes)
-        self.dispatcher = Dispatcher(config, routes, self.quarantine)
-        self.retention: asyncio.Task[None] | None = None
         self.metrics = Metrics()
+        self.dispatcher = Dispatcher(config, routes, self.quarantine, self.metrics)
+        self.retention: asyncio.Task[None] | None = None
         self.metrics.registry.register(QuarantineCollector(held_in_quarantine(config.storage.database_url)))
         self.admin = AdminServer(self.metrics, self.not_ready)
         self.servers: list[asyncio.base_events.Server] = []

@@ -65,6 +65,8 @@ def test_metrics_count_verdicts_recipients_findings_rules_and_deliveries(
     assert _value(m, "dlp_gateway_quarantine_messages") == 1
     assert _value(m, "dlp_gateway_quarantine_oldest_age_seconds") >= 0
     assert _value(m, "dlp_gateway_replies_total", code="2xx") == 4
+    assert _value(m, "dlp_gateway_bounces_total", kind="bounce", result="sent") == 1
+    assert _value(m, "dlp_gateway_bounces_total", kind="held_notice", result="sent") == 1
 
 
 def test_metrics_never_carry_addresses_or_references(gateway_factory: Callable[..., GatewayProcess],

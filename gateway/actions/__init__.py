@@ -11,6 +11,7 @@ import asyncio
 import email.utils
 import logging
 import re
+from typing import TYPE_CHECKING
 
 from gateway.actions.bounce import Refusal, bounce_mail_options, build_bounce, should_bounce
 from gateway.actions.delivery import RecipientResult, Route, all_recipients, build_route
@@ -20,6 +21,9 @@ from gateway.config import Config, ConfigError
 from gateway.decision import Action, RecipientClass, RecipientDecision
 from gateway.message import Envelope
 from gateway.pipeline import Inspection
+
+if TYPE_CHECKING:
+    from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +69,12 @@ def build_routes(config: Config) -> dict[str, Route]:
 
 
 class Dispatcher:
-    def __init__(self, config: Config, routes: dict[str, Route], quarantine: Quarantine):
+    def __init__(self, config: Config, routes: dict[str, Route], quarantine: Quarantine,
+                 metrics: "Metrics | None" = None):
         self.config = config
         self.routes = routes
         self.quarantine = quarantine
+        self.metrics = metrics
         try:  # checked when the configuration was read; a file changed since is caught here, not per message
             templates_in(config.bounce.templates)
         except TemplateError as e:
@@ -172,6 +178,12 @@ class Dispatcher:
             return all_recipients(addresses, 451, "4.3.0 the quarantine is unavailable; will retry")
         return all_recipients(addresses, 250, f"2.6.0 held for review by the security team, reference {ref}")
 
+    def _count(self, kind: str, ok: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.bounces.labels(kind, "sent" if ok else "failed").inc()
+            if not ok:
+                self.metrics.errors.labels("bounce").inc()
+
     async def _notify_held(
         self, inspection: Inspection, raw: bytes, envelope: Envelope, held: list[RecipientDecision]
     ) -> None:
@@ -184,10 +196,12 @@ class Dispatcher:
             outcome = await self.routes["relay"].deliver("", [envelope.mail_from], notice,
                                                          mail_options_for(envelope.mail_from))
             refused = [r.reply for r in outcome.values() if not r.ok]
+            self._count("held_notice", not refused)
             if refused:
                 log.warning("held notice for %s not accepted by the relay: %s", inspection.reference,
                             "; ".join(refused))
         except Exception as e:
+            self._count("held_notice", False)
             log.warning("held notice for %s not sent: %s: %s", inspection.reference, type(e).__name__, e)
 
     async def _refuse(
@@ -219,6 +233,7 @@ class Dispatcher:
         outcome = await self.routes["relay"].deliver("", [envelope.mail_from], bounce,
                                                      bounce_mail_options(envelope.mail_from, bounce))
         ok = all(r.ok for r in outcome.values())
+        self._count("bounce", ok)
         if not ok:
             log.warning("bounce for %s not accepted by the relay: %s", inspection.reference,
                         "; ".join(r.reply for r in outcome.values()))
