@@ -110,6 +110,7 @@ class Attachment:
     detected_type: str                      # from the bytes (libmagic)
     size: int
     data: bytes = field(repr=False)
+    inline_image: bool = False              # shown in the HTML body (Content-ID), not attached as a file
 
 
 @dataclass(frozen=True)
@@ -254,6 +255,7 @@ class ModelParts:
     message_id: str = ""
     texts: list[tuple[str, str]] = field(default_factory=list)      # (location, text) of subject and body parts
     files: list[ReadFile] = field(default_factory=list)             # attachments, attached emails included
+    inline_images: set[int] = field(default_factory=set)           # indexes into files: images the HTML shows
     encrypted: list[tuple[str, str]] = field(default_factory=list)  # (location, why) for encrypted content
     unread: list[tuple[str, str]] = field(default_factory=list)     # (location, why) for content left unread
     defects: list[Defect] = field(default_factory=list)
@@ -311,7 +313,8 @@ def model_parts(raw: bytes) -> ModelParts:
     return parts
 
 
-def _take_apart(raw: bytes, part: mime.Part, parts: ModelParts, counter: list[int], top: bool = False) -> None:
+def _take_apart(raw: bytes, part: mime.Part, parts: ModelParts, counter: list[int], top: bool = False,
+                in_related: bool = False) -> None:
     counter[0] += 1
     index = counter[0]
     ctype = part.content_type
@@ -340,7 +343,7 @@ def _take_apart(raw: bytes, part: mime.Part, parts: ModelParts, counter: list[in
         return
     if part.children is not None:
         for child in part.children:
-            _take_apart(raw, child, parts, counter)
+            _take_apart(raw, child, parts, counter, in_related=ctype == "multipart/related")
         return
     headers = part.headers
     disposition = str(headers.get("Content-Disposition") or "").split(";")[0].strip().lower()
@@ -360,6 +363,9 @@ def _take_apart(raw: bytes, part: mime.Part, parts: ModelParts, counter: list[in
             parts.texts.append((BODY, text))
         return
     name = _attachment_name(part, index)
+    if ctype.startswith("image/") and headers.get("Content-ID") and (in_related or disposition != "attachment"):
+        # A logo or picture in the HTML (cid:), not a file the sender attached. Still read.
+        parts.inline_images.add(len(parts.files))
     parts.files.append(ReadFile(name, _payload(raw, part, parts.defects, f"attachment:{name}"), ctype))
 
 
@@ -384,8 +390,8 @@ def parse(raw: bytes, envelope: Envelope, limits: Limits | None = None,
     top = [r for r in reports if r.depth == 0]
     attachments = tuple(
         Attachment(name=f.name, location=r.location, declared_type=f.declared_type, detected_type=r.detected_type,
-                   size=len(f.data), data=f.data)
-        for f, r in zip(parts.files, top)
+                   size=len(f.data), data=f.data, inline_image=i in parts.inline_images)
+        for i, (f, r) in enumerate(zip(parts.files, top))
     )
     reports.extend(AttachmentReport(loc, "", "", Status.ENCRYPTED, why) for loc, why in parts.encrypted)
     reports.extend(AttachmentReport(loc, "", "", Status.INCOMPLETE, why) for loc, why in parts.unread)

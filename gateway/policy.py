@@ -93,7 +93,8 @@ class MessageFacts:
             auto_forwarded=Signal.AUTO_FORWARDED in signals,
             exposed_recipients=Signal.EXPOSED_RECIPIENTS in signals,
             incomplete_inspection=Signal.INCOMPLETE in signals,
-            has_attachment=bool(message.attachments),
+            # Logos and pictures shown in an HTML body are not what a person calls an attachment.
+            has_attachment=any(not a.inline_image for a in message.attachments),
         )
 
 

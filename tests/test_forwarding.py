@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from pathlib import Path
 
@@ -258,3 +259,28 @@ def test_scan_delivers_an_out_of_office_reply_made_by_an_inbox_rule(tmp_path: Pa
                                 "X-MS-Exchange-Generated-Message-Source": "Mailbox Rules Agent"})
     record = scan(tmp_path, config_file, raw, "partner@supplier.example.com")
     assert record["recipients"][0]["action"] == "deliver"
+
+
+def _html_with_logo(attach_file: bool) -> bytes:
+    from email.message import EmailMessage
+    from email.policy import SMTP
+
+    msg = EmailMessage()
+    msg["From"] = f"Jane Doe <{SENDER}>"
+    msg["To"] = "janedoe84@gmail.com"
+    msg["Subject"] = "weekend"
+    msg.set_content("Running late, home by six.")
+    msg.add_alternative('<p>Running late, home by six.</p><img src="cid:logo001">', subtype="html")
+    png = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+    msg.get_payload()[1].add_related(png, "image", "png", cid="<logo001>", filename="image001.png")
+    if attach_file:
+        msg.add_attachment(*ATTACHMENT[0][1:2], maintype="text", subtype="plain", filename="notes.txt")
+    return msg.as_bytes(policy=SMTP)
+
+
+def test_a_signature_logo_in_the_html_is_not_an_attachment(tmp_path: Path, config_file: Path) -> None:
+    record = scan(tmp_path, config_file, _html_with_logo(attach_file=False), "janedoe84@gmail.com")
+    assert record["recipients"][0]["action"] == "deliver"
+    record = scan(tmp_path, config_file, _html_with_logo(attach_file=True), "janedoe84@gmail.com")
+    assert record["recipients"][0]["action"] == "reject"
+    assert "personal-account-forwarding" in record["recipients"][0]["rules"]
