@@ -37,6 +37,7 @@ system-deps:
 test-deps:
 	@missing=""; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	[ -x /usr/sbin/postfix ] || missing="$$missing postfix"; \
 	$(APT_INSTALL)
 
 # The tests use the machine's real PostgreSQL on 127.0.0.1:5432; start it if it has stopped.

@@ -34,6 +34,7 @@ import re
 import signal
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -370,10 +371,12 @@ class Sink:
             self._stderr.close()
 
 
-def gateway_config(smtp_port: int, lmtp_port: int, sink_port: int) -> str:
+def gateway_config(smtp_port: int, lmtp_port: int, sink_port: int, admin_port: int, key_file: Path) -> str:
     route = f"smtp://{HOST}:{sink_port}?tls=none"
     return json.dumps({  # JSON is YAML
         "server": {"smtp_listen": f"{HOST}:{smtp_port}", "lmtp_listen": f"{HOST}:{lmtp_port}", "workers": 0},
+        "admin": {"listen": f"{HOST}:{admin_port}"},
+        "quarantine": {"keys": [str(key_file)]},   # as deployed: held mail encrypted
         "routes": {"relay": route, "secure": route},
         "organisation": {"internal_domains": ["council.example.gov.uk"]},
         "audit": {"path": "var/audit.log"},
@@ -400,7 +403,9 @@ class Gateway:
         self.workdir.mkdir(parents=True)
         self.port = free_port()
         config = self.workdir / "gateway.yaml"
-        config.write_text(gateway_config(self.port, free_port(), self.sink_port))
+        key_file = self.workdir / "quarantine.key"
+        subprocess.run([str(executable), "quarantine-keygen", str(key_file)], check=True, capture_output=True)
+        config.write_text(gateway_config(self.port, free_port(), self.sink_port, free_port(), key_file))
         self._log = open(self.log_path, "w")
         self.proc = await asyncio.create_subprocess_exec(
             str(executable), "--log-level", "WARNING", "serve", "--config", str(config),
