@@ -38,6 +38,8 @@ test-deps:
 	@missing=""; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	[ -x /usr/sbin/postfix ] || missing="$$missing postfix"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	$(APT_INSTALL)
 
 # The tests use the machine's real PostgreSQL on 127.0.0.1:5432; start it if it has stopped.

@@ -1,7 +1,9 @@
-"""The admin listener: /metrics for Prometheus, /healthz and /readyz for orchestrators.
+"""The admin listener: /metrics for Prometheus, /healthz and /readyz for orchestrators, and the review UI.
 
-Bound to loopback by default (`admin.listen`). It serves no message content and
-takes no action on mail.
+Bound to loopback by default (`admin.listen`). This module only routes: metrics and
+health answer anyone who can reach the listener (Prometheus, kubelet) and never carry
+message data; the review UI (gateway/web) mounts its own pages, each behind sign-in.
+No access log: request lines could carry what a person typed.
 """
 
 from __future__ import annotations
@@ -10,10 +12,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from gateway.metrics import Metrics
+
+if TYPE_CHECKING:
+    from gateway.web.views import ReviewUI
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +27,8 @@ READY_CACHE_SECONDS = 2.0
 
 
 class AdminServer:
-    def __init__(self, metrics: Metrics, ready: Callable[[], Awaitable[str | None]]):
-        """`ready` returns None when the gateway can take mail, else why not."""
+    def __init__(self, metrics: Metrics, ready: Callable[[], Awaitable[str | None]], review: "ReviewUI | None" = None):
+        """`ready` returns None when the gateway can take mail, else why not; `review` adds the review UI."""
         self.metrics = metrics
         self.ready = ready
         self._runner: web.AppRunner | None = None
@@ -32,12 +38,16 @@ class AdminServer:
         self.app.router.add_get("/metrics", self._metrics)
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/readyz", self._readyz)
+        self.review = review
+        if review is not None:
+            review.mount(self.app)
 
     async def start(self, host: str, port: int) -> None:
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, host, port).start()
-        log.info("admin listening on %s:%d (/metrics, /healthz, /readyz)", host, port)
+        log.info("admin listening on %s:%d (/metrics, /healthz, /readyz%s)", host, port,
+                 ", review UI at /login" if self.review is not None else "")
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -240,6 +240,35 @@ run 'dlp-gateway quarantine rekey' before removing an old key.""")
     return EXIT_OK
 
 
+def cmd_admin_passwd(args: argparse.Namespace) -> int:
+    import re
+
+    from gateway.web.passwords import hash_password
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}", args.name):
+        print("dlp-gateway: a user name is letters, digits and . _ @ - (at most 64), starting with a letter or digit",
+              file=sys.stderr)
+        return EXIT_UNREADABLE
+    try:
+        password = getpass.getpass(f"New password for {args.name}: ")
+        again = getpass.getpass("The same again: ")
+    except EOFError:
+        print("dlp-gateway: no password was typed; nothing was made", file=sys.stderr)
+        return EXIT_UNREADABLE
+    if password != again:
+        print("dlp-gateway: the two passwords differ; nothing was made. Run it again.", file=sys.stderr)
+        return 1
+    if len(password) < 12:
+        print("dlp-gateway: use a password of at least 12 characters; nothing was made.", file=sys.stderr)
+        return 1
+    print("# Put this under admin.users in the gateway's configuration (it holds a hash, never the password),\n"
+          "# check it with 'dlp-gateway check-config --config FILE' and restart the gateway:\n"
+          "admin:\n"
+          "  users:\n"
+          f'    {args.name}: "{hash_password(password)}"')
+    return EXIT_OK
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     config = _config(args)
     from gateway.history import RecipientHistory
@@ -361,6 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
     qe.add_argument("--actor", help="who is running it (default: your login name)")
     qsub.add_parser("rekey", help="re-encrypt every held message under the first of quarantine.keys").add_argument(
         "--actor", help="who is acting (default: your login name)")
+
+    ap = sub.add_parser("admin-passwd", help="make the password hash of a review UI user (for admin.users)")
+    ap.add_argument("name", help="the reviewer's user name")
+    ap.set_defaults(func=cmd_admin_passwd)
 
     qk = sub.add_parser("quarantine-keygen", help="make a key file for encrypting held mail (quarantine.keys)")
     qk.add_argument("file", help="where to write it; never overwritten")

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
+                      field_validator, model_validator)
 
 from detectors.base import MarkingLevel
 from gateway.decision import Action, RecipientClass
@@ -98,8 +100,73 @@ class ServerSettings(_Section):
         return [ipaddress.ip_network(n, strict=False) for n in self.allowed_networks]
 
 
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
 class AdminSettings(_Section):
+    # listen is declared last so its check sees the sign-in settings (the YAML order is the documented one).
+    users: dict[str, str]
+    proxy_user_header: str
+    trusted_proxies: list[str]
+    session_hours: float = Field(gt=0)
+    secure_cookies: Literal[True, False, "auto"]
     listen: ListenAddress
+
+    @field_validator("users")
+    @classmethod
+    def _users(cls, v: dict[str, str]) -> dict[str, str]:
+        from gateway.web.passwords import PasswordHash, PasswordHashError
+
+        for name, stored in v.items():
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}", name):
+                raise ValueError(f"{name!r}: a user name is letters, digits and . _ @ - (at most 64)")
+            try:
+                PasswordHash.parse(str(stored))
+            except PasswordHashError as e:
+                raise ValueError(f"{name}: the value {e}") from None
+        return v
+
+    @field_validator("proxy_user_header")
+    @classmethod
+    def _header(cls, v: str) -> str:
+        if v and not re.fullmatch(r"[A-Za-z0-9-]+", v):
+            raise ValueError("must be a header name such as 'X-Remote-User', or \"\" for none")
+        return v
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        for net in v:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"{net!r} is not a network such as '127.0.0.1/32' or '10.0.0.0/24'") from None
+        if info.data.get("proxy_user_header") and not v:
+            raise ValueError("must list the reverse proxy's addresses when proxy_user_header is set "
+                             "(only they may name the signed-in user)")
+        return v
+
+    @field_validator("listen")
+    @classmethod
+    def _not_open(cls, v: str, info: ValidationInfo) -> str:
+        address = parse_listen(v)
+        if address is None or _is_loopback(address[0]):
+            return v
+        if not info.data.get("users") and not info.data.get("proxy_user_header"):
+            raise ValueError(f"{v!r} is not a loopback address, and with neither admin.users nor "
+                             "admin.proxy_user_header set the review UI would have no sign-in; add a user "
+                             "(dlp-gateway admin-passwd NAME) or a proxy header, or listen on 127.0.0.1")
+        return v
+
+    @property
+    def proxies(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(n, strict=False) for n in self.trusted_proxies]
 
 
 class RouteSettings(_Section):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import re
 import signal
 import ssl
 import time
@@ -26,6 +27,7 @@ from gateway.actions.quarantine import Quarantine
 from gateway.audit import AuditLog, decision_record
 from gateway.config import Config, parse_listen
 from gateway.admin import AdminServer
+from gateway.web.views import ReviewUI
 from gateway.history import Delivered, RecipientHistory
 from gateway.metrics import Metrics, QuarantineCollector, held_in_quarantine
 from gateway.store import database_answers
@@ -37,6 +39,9 @@ from gateway.workers import InspectionGaveUp, InspectionPool, InspectionUnavaila
 log = logging.getLogger(__name__)
 
 IDENT = "dlp-gateway"
+
+
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class BareLineEnding(Exception):
@@ -171,9 +176,21 @@ class GatewayHandler:
         self.policy = Policy(config.organisation, config.policy)  # decides messages whose inspection gave up
         self.in_flight: set[asyncio.Task[Any]] = set()
 
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: SmtpEnvelope, address: str, mail_options: list[str]
+    ) -> str:
+        if CONTROL_CHARACTER.search(address):
+            # It would end up in the headers of bounces and deliveries: refuse it now, not on every retry.
+            return "553 5.1.7 The sender address holds a control character and cannot be used"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
+
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: SmtpEnvelope, address: str, rcpt_options: list[str]
     ) -> str:
+        if CONTROL_CHARACTER.search(address):
+            return "553 5.1.3 The recipient address holds a control character and cannot be used"
         if len(envelope.rcpt_tos) >= self.config.server.max_recipients:
             return f"452 4.5.3 Too many recipients (at most {self.config.server.max_recipients} per message)"
         envelope.rcpt_tos.append(address)
@@ -313,7 +330,7 @@ class Gateway:
         self.dispatcher = Dispatcher(config, routes, self.quarantine, self.metrics)
         self.retention: asyncio.Task[None] | None = None
         self.metrics.registry.register(QuarantineCollector(held_in_quarantine(config.storage.database_url)))
-        self.admin = AdminServer(self.metrics, self.not_ready)
+        self.admin = AdminServer(self.metrics, self.not_ready, ReviewUI(config, self.quarantine, routes))
         self.servers: list[asyncio.base_events.Server] = []
         self.handlers: list[GatewayHandler] = []
 

@@ -52,6 +52,18 @@ quarantine_events = sa.Table(
 )
 
 
+admin_sessions = sa.Table(                                     # review UI sign-ins, shared by gateways behind one address
+    "admin_sessions",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),   # SHA-256 of the cookie's token; the token is never stored
+    sa.Column("user", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False, index=True),
+    sa.Column("csrf", sa.String(64), nullable=False),           # the token every form of this session must carry
+    sa.Column("filters", sa.Text, nullable=False),              # JSON: the held-message list's filters (kept out of URLs)
+)
+
+
 def normalise_url(url: str) -> str:
     """postgresql:// means the psycopg 3 driver we install; sqlite paths get their directory made."""
     if url.startswith("postgres://"):

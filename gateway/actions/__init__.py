@@ -86,7 +86,7 @@ class Dispatcher:
         the gateway's verdict and reference in front. Prepended after DKIM signing and not
         signed, so they break no signature."""
         received = (
-            f"Received: from {envelope.helo or 'unknown'} ([{envelope.client_address}])\r\n"
+            f"Received: from {re.sub(r'[^!-~]', '?', envelope.helo) or 'unknown'} ([{envelope.client_address}])\r\n"
             f"\tby {self.config.hostname} (dlp-gateway) with {envelope.protocol} id {inspection.reference};\r\n"
             f"\t{email.utils.formatdate()}\r\n"
         )

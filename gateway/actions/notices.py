@@ -458,7 +458,7 @@ def build_held_notice(config: Config, inspection: Inspection, sender: str, raw: 
                           inspection.reference, inspection.message_id, rendered)
 
 
-def _finding_from(record: dict[str, object]) -> Finding | None:
+def finding_from(record: dict[str, object]) -> Finding | None:
     """A finding as the quarantine index stores it (Finding.to_json), back as a Finding."""
     try:
         level = record.get("level")
@@ -488,7 +488,7 @@ def build_outcome_notice(config: Config, held: "HeldMessage", outcome: str, reci
     or to automatic mail."""
     if outcome not in OUTCOMES:
         raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}, not {outcome!r}")
-    findings = [f for f in (_finding_from(r) for r in held.findings) if f is not None]
+    findings = [f for f in (finding_from(r) for r in held.findings) if f is not None]
     wanted = {a.lower() for a in recipients}
     explanations = []
     for r in held.recipients:
