@@ -57,7 +57,7 @@ check-config: $(STAMP)
 	$(BIN)/dlp-gateway check-config $(if $(CONFIG),--config $(CONFIG))
 
 test: system-deps test-deps services $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 bench: system-deps $(STAMP)
 	$(BIN)/python -m tests.bench.relay_bench

@@ -192,6 +192,7 @@ class DeliverySettings(_Section):
 class StorageSettings(_Section):
     database_url: str
     quarantine_dir: str
+    timeout: float = Field(gt=0)
 
     @field_validator("database_url")
     @classmethod

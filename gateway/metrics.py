@@ -106,8 +106,8 @@ class Metrics:
 def delivery_result(action: Action, result: RecipientResult) -> str:
     if result.ok:
         return "delivered"
-    if action is Action.DELIVER_TLS and result.temporary and "TLS" in result.text:
-        return "tls_failed"
+    if result.temporary and result.text.startswith("4.7."):
+        return "tls_failed"     # no STARTTLS, or a certificate that does not verify (see delivery.py)
     return "deferred" if result.temporary else "refused"
 
 

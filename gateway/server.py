@@ -262,7 +262,8 @@ class GatewayHandler:
         if self.history is None or not sender:
             return NO_HISTORY
         try:
-            return await asyncio.to_thread(self.history.lookup, sender)
+            return await asyncio.wait_for(asyncio.to_thread(self.history.lookup, sender),
+                                          timeout=self.config.storage.timeout)
         except Exception as e:
             # The history only sharpens recipient checks; without it the message is still inspected.
             self.metrics.errors.labels("history").inc()

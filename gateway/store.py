@@ -98,7 +98,8 @@ def engine_for(url: str) -> Engine:
                 cursor.execute("PRAGMA foreign_keys=ON")
                 cursor.close()
         else:
-            engine = sa.create_engine(url, pool_pre_ping=True)
+            # A server that does not answer must fail the connection, not hang the mail path.
+            engine = sa.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
         metadata.create_all(engine)
         _engines[url] = engine
     return _engines[url]

@@ -88,6 +88,19 @@ def test_deferred_deliveries_are_counted(gateway_factory: Callable[..., GatewayP
     assert _value(m, "dlp_gateway_replies_total", code="4xx") == 1
 
 
+def test_deliveries_deferred_for_want_of_verified_tls_are_counted_apart(
+    gateway_factory: Callable[..., GatewayProcess], sink: Sink
+) -> None:
+    gw = gateway_factory({"routes": {"relay": smtp_route(sink), "secure": smtp_route(sink, tls="verify")}})
+    try:
+        _send(gw, "colleague@nhs.net", body=NINO_BODY)
+    except smtplib.SMTPResponseException as e:
+        assert 400 <= e.smtp_code < 500
+    m = _samples(gw)
+    assert _value(m, "dlp_gateway_deliveries_total", route="secure", result="tls_failed") == 1
+    assert sink.messages == []
+
+
 def test_open_sessions_are_a_gauge(gateway: GatewayProcess) -> None:
     with smtplib.SMTP("127.0.0.1", gateway.smtp_port, timeout=60) as client:
         client.ehlo()

@@ -172,7 +172,8 @@ class Dispatcher:
     ) -> dict[str, RecipientResult]:
         addresses = [r.address for r in held]
         try:
-            ref = await asyncio.to_thread(self.quarantine.hold, inspection, raw, envelope, held)
+            ref = await asyncio.wait_for(asyncio.to_thread(self.quarantine.hold, inspection, raw, envelope, held),
+                                         timeout=self.config.storage.timeout)
         except Exception as e:
             log.error("quarantine unavailable for %s: %s", inspection.reference, e)
             return all_recipients(addresses, 451, "4.3.0 the quarantine is unavailable; will retry")

@@ -68,12 +68,16 @@ def write_durably(directory: Path, name: str, data: bytes, tmp_directory: Path |
     """Write `data` so that it survives a crash once this returns: tmp file, fsync, rename, fsync dir."""
     tmp_dir = tmp_directory or directory
     tmp = tmp_dir / f".{name}.tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
     final = directory / name
-    os.replace(tmp, final)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a partial file would stay for ever and keep the space taken
+        raise
     fsync_directory(directory)
     return final
 
@@ -231,7 +235,9 @@ async def transact(
         response = await client.data(data)
     except aiosmtplib.SMTPResponseException as e:
         results.update(all_recipients(accepted, e.code, f"next hop refused the message: {e.message}"))
-        return results, True
+        # A refused DATA command leaves the transaction open at the next hop (MAIL would get
+        # "503 nested MAIL command"): the session is not clean for another message.
+        return results, False
     except _CONVERSATION_ERRORS as e:
         raise _DataSent(str(e)) from e
     results.update(all_recipients(accepted, 250, f"2.0.0 delivered via {where}: {response.message[:120]}"))

@@ -174,7 +174,16 @@ class Quarantine:
         """Store durably; returns the reference. Raises OSError or a database error on failure."""
         self.directory.mkdir(parents=True, exist_ok=True)
         key = f"{inspection.reference}.eml"
-        write_durably(self.directory, key, self.keys.seal(raw, inspection.reference))
+        path = write_durably(self.directory, key, self.keys.seal(raw, inspection.reference))
+        try:
+            self._index(inspection, raw, envelope, recipients, key)
+        except BaseException:
+            path.unlink(missing_ok=True)  # not held (the client gets 4xx and retries): keep no content
+            raise
+        return inspection.reference
+
+    def _index(self, inspection: Inspection, raw: bytes, envelope: Envelope,
+               recipients: list[RecipientDecision], key: str) -> None:
         now = time.time()
         rules = sorted({name for r in recipients for name in r.rules})
         with self.engine.begin() as conn:
@@ -206,7 +215,6 @@ class Quarantine:
                     reason="policy: " + ", ".join(rules), detail="",
                 )
             )
-        return inspection.reference
 
     # --- looking -------------------------------------------------------------------------
 
