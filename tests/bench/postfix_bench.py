@@ -44,17 +44,15 @@ import os
 import platform
 import re
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from tests.bench.relay_bench import MemoryPeak, MemorySampler, cancel_on_signals, percentile, process_tree
+from tests.bench.relay_bench import Gateway, MemoryPeak, MemorySampler, cancel_on_signals, percentile
 from tests.postfix_support import PostfixInstance, dlp_snippets, postfix_missing, queued_at
 from tests.support import free_port
 
@@ -177,111 +175,10 @@ class SinkProcess:
 # ---------------------------------------------------------------- the gateway
 
 
-class GatewayProcess:
+def gateway_process(workdir: Path, relay_port: int, secure_port: int) -> Gateway:
     """`dlp-gateway serve` with its routes on Postfix's reinjection ports."""
-
-    def __init__(self, workdir: Path, relay_port: int, secure_port: int):
-        self.workdir = workdir
-        self.smtp_port, self.lmtp_port = free_port(), free_port()
-        self.relay_port, self.secure_port = relay_port, secure_port
-        self.log_path = workdir / "gateway.log"
-        self.proc: asyncio.subprocess.Process | None = None
-        self.seen: set[int] = set()
-        self.leftovers = 0
-        self._log: TextIO | None = None
-
-    async def start(self) -> None:
-        executable = Path(sys.executable).with_name("dlp-gateway")
-        if not executable.exists():
-            raise RuntimeError(f"{executable} not found; run `make .venv/.installed` first")
-        self.workdir.mkdir(parents=True)
-        # A quarantine key as in production (and so no "stored unencrypted" warning at start).
-        key = self.workdir / "quarantine.key"
-        made = await asyncio.create_subprocess_exec(str(executable), "quarantine-keygen", str(key),
-                                                    stdout=asyncio.subprocess.DEVNULL,
-                                                    stderr=asyncio.subprocess.PIPE)
-        _, err = await made.communicate()
-        if made.returncode:
-            raise RuntimeError(f"dlp-gateway quarantine-keygen failed: {err.decode(errors='replace')}")
-        config = self.workdir / "gateway.yaml"
-        config.write_text(json.dumps({  # JSON is YAML
-            "server": {"smtp_listen": f"{HOST}:{self.smtp_port}", "lmtp_listen": f"{HOST}:{self.lmtp_port}",
-                       "workers": 0},
-            "admin": {"listen": f"{HOST}:{free_port()}"},
-            "routes": {"relay": f"smtp://{HOST}:{self.relay_port}?tls=none",
-                       "secure": f"smtp://{HOST}:{self.secure_port}?tls=none"},
-            "organisation": {"internal_domains": ["council.example.gov.uk"]},
-            "audit": {"path": "var/audit.log"},
-            "quarantine": {"keys": [str(key)]},
-        }, indent=2) + "\n")
-        self._log = open(self.log_path, "w")
-        self.proc = await asyncio.create_subprocess_exec(
-            str(executable), "--log-level", "WARNING", "serve", "--config", str(config),
-            cwd=self.workdir, stdin=asyncio.subprocess.DEVNULL, stdout=self._log, stderr=self._log,
-            start_new_session=True)
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.returncode is not None:
-                raise RuntimeError(f"the gateway exited with status {self.proc.returncode}: {self.log_lines()[-5:]}")
-            try:
-                _, writer = await asyncio.open_connection(HOST, self.lmtp_port)
-            except OSError:
-                await asyncio.sleep(0.2)
-                continue
-            writer.close()
-            await writer.wait_closed()
-            return
-        raise RuntimeError(f"the gateway did not listen within {READY_TIMEOUT:.0f}s: {self.log_lines()[-5:]}")
-
-    def note_processes(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.seen.update(process_tree(self.proc.pid))
-
-    async def stop(self) -> None:
-        proc = self.proc
-        if proc is None:
-            return
-        self.note_processes()
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), STOP_GRACE)
-            except asyncio.TimeoutError:
-                proc.kill()
-                await proc.wait()
-        deadline = time.monotonic() + 5
-        while (alive := [p for p in self.seen if Path(f"/proc/{p}").exists() and _pgid(p) == proc.pid]) \
-                and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        for pid in alive:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.leftovers = len(alive)
-        if self._log is not None:
-            self._log.close()
-
-    def log_lines(self) -> list[str]:
-        try:
-            return [line for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()]
-        except OSError:
-            return []
-
-    def audit(self) -> dict[str, int]:
-        path = self.workdir / "var" / "audit.log"
-        verdicts: Counter[str] = Counter()
-        if path.exists():
-            for line in path.read_text().splitlines():
-                verdicts[json.loads(line)["verdict"]] += 1
-        return dict(verdicts)
-
-
-def _pgid(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except ProcessLookupError:
-        return None
+    return Gateway(workdir, {"relay": f"smtp://{HOST}:{relay_port}?tls=none",
+                             "secure": f"smtp://{HOST}:{secure_port}?tls=none"})
 
 
 # ---------------------------------------------------------------- one run
@@ -337,7 +234,7 @@ async def wait_queue_empty(postfix: PostfixInstance, timeout: float) -> list[Any
 
 
 async def run_path(path: str, port: int, sink: SinkProcess, postfix: PostfixInstance,
-                   gateway: GatewayProcess | None, args: argparse.Namespace) -> RunResult:
+                   gateway: Gateway | None, args: argparse.Namespace) -> RunResult:
     problems: list[str] = []
     timeout = max(120.0, args.messages / 5)
     if args.warmup:
@@ -417,7 +314,7 @@ async def run_benchmark(args: argparse.Namespace, workdir: Path) -> tuple[list[R
     cancel_on_signals(task)
     sink = SinkProcess(workdir)
     relay_port, secure_port, direct_port = free_port(), free_port(), free_port()
-    gateway = GatewayProcess(workdir / "gateway", relay_port, secure_port)
+    gateway = gateway_process(workdir / "gateway", relay_port, secure_port)
     postfix: PostfixInstance | None = None
     results: list[RunResult] = []
     try:
@@ -441,7 +338,7 @@ async def run_benchmark(args: argparse.Namespace, workdir: Path) -> tuple[list[R
         await sink.stop()
     for r in results:
         if r.path == "gateway":
-            r.audit_verdicts = gateway.audit()
+            r.audit_verdicts = gateway.audit()[0]
             expected = args.messages + args.warmup + args.probes
             if sum(r.audit_verdicts.values()) != expected:
                 r.problems.append(f"audit log has {sum(r.audit_verdicts.values())} decisions for {expected} messages")

@@ -371,13 +371,12 @@ class Sink:
             self._stderr.close()
 
 
-def gateway_config(smtp_port: int, lmtp_port: int, sink_port: int, admin_port: int, key_file: Path) -> str:
-    route = f"smtp://{HOST}:{sink_port}?tls=none"
+def gateway_config(smtp_port: int, lmtp_port: int, routes: dict[str, str], admin_port: int, key_file: Path) -> str:
     return json.dumps({  # JSON is YAML
         "server": {"smtp_listen": f"{HOST}:{smtp_port}", "lmtp_listen": f"{HOST}:{lmtp_port}", "workers": 0},
         "admin": {"listen": f"{HOST}:{admin_port}"},
         "quarantine": {"keys": [str(key_file)]},   # as deployed: held mail encrypted
-        "routes": {"relay": route, "secure": route},
+        "routes": routes,
         "organisation": {"internal_domains": ["council.example.gov.uk"]},
         "audit": {"path": "var/audit.log"},
     }, indent=2) + "\n"
@@ -386,10 +385,11 @@ def gateway_config(smtp_port: int, lmtp_port: int, sink_port: int, admin_port: i
 class Gateway:
     """`dlp-gateway serve` in a working directory of its own, listening on free loopback ports."""
 
-    def __init__(self, workdir: Path, sink_port: int):
+    def __init__(self, workdir: Path, routes: dict[str, str]):
         self.workdir = workdir
-        self.sink_port = sink_port
+        self.routes = routes
         self.port = 0
+        self.lmtp_port = 0
         self.log_path = workdir / "gateway.log"
         self.proc: asyncio.subprocess.Process | None = None
         self.leftovers = 0
@@ -401,11 +401,11 @@ class Gateway:
         if not executable.exists():
             raise RuntimeError(f"{executable} not found; run `make .venv/.installed` first")
         self.workdir.mkdir(parents=True)
-        self.port = free_port()
+        self.port, self.lmtp_port = free_port(), free_port()
         config = self.workdir / "gateway.yaml"
         key_file = self.workdir / "quarantine.key"
         subprocess.run([str(executable), "quarantine-keygen", str(key_file)], check=True, capture_output=True)
-        config.write_text(gateway_config(self.port, free_port(), self.sink_port, free_port(), key_file))
+        config.write_text(gateway_config(self.port, self.lmtp_port, self.routes, free_port(), key_file))
         self._log = open(self.log_path, "w")
         self.proc = await asyncio.create_subprocess_exec(
             str(executable), "--log-level", "WARNING", "serve", "--config", str(config),
@@ -484,6 +484,10 @@ class Gateway:
     def log_tail(self) -> str:
         return " | ".join(self.log_lines()[-5:]) or "(nothing logged)"
 
+    @property
+    def seen(self) -> set[int]:
+        return self._seen
+
     def audit(self) -> tuple[dict[str, int], dict[str, int]]:
         """Verdict counts and rule counts from the gateway's audit log."""
         verdicts: Counter[str] = Counter()
@@ -519,7 +523,8 @@ async def run_direct(sink: Sink, messages: list[BenchMessage], sessions: int, wa
 
 async def run_gateway(sink: Sink, workdir: Path, messages: list[BenchMessage], sessions: int,
                       warmup: int) -> RunResult:
-    gateway = Gateway(workdir, sink.port)
+    route = f"smtp://{HOST}:{sink.port}?tls=none"
+    gateway = Gateway(workdir, {"relay": route, "secure": route})
     sampler: MemorySampler | None = None
     try:
         await gateway.start()
