@@ -225,3 +225,20 @@ def test_history_can_be_switched_off(gateway_factory: Callable[..., GatewayProce
     _send(gw, "k.brown@partner.example.org")
     assert wait_until(lambda: len(sink.messages) == 1)
     assert _counts(gw) == {}
+
+
+def test_a_refusal_names_the_rules_that_refused_not_the_first_time_note(
+    gateway_factory: Callable[..., GatewayProcess], sink: Sink
+) -> None:
+    gw = gateway_factory({"routes": {"relay": smtp_route(sink), "secure": smtp_route(sink)}})
+    _send(gw, "k.brown@partner.example.org")
+    assert wait_until(lambda: "k.brown@partner.example.org" in _counts(gw))
+    raw = make_message(to=["someone@gmail.com"], body="Her National Insurance number is AB 12 34 56 C.")
+    with smtplib.SMTP("127.0.0.1", gw.smtp_port, timeout=60) as client:
+        client.ehlo()
+        client.mail(SENDER)
+        client.rcpt("someone@gmail.com")
+        code, reply = client.data(raw)
+    assert code == 250 and b"refused by policy (personal-data);" in reply
+    audit = [json.loads(line) for line in (gw.workdir / "var" / "audit.log").read_text().splitlines()]
+    assert audit[-1]["recipients"][0]["rules"] == ["personal-data", "first-time-recipient"]
