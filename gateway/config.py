@@ -65,6 +65,7 @@ class ServerSettings(_Section):
     allowed_networks: list[str]
     max_message_size: int = Field(gt=0)
     max_recipients: int = Field(gt=0)
+    max_connections: int = Field(gt=0)
     idle_timeout: float = Field(gt=0)
     transaction_timeout: float = Field(gt=0)
     hostname: str

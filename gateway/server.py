@@ -16,6 +16,7 @@ import signal
 import ssl
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from aiosmtpd.lmtp import LMTP
@@ -102,6 +103,14 @@ class GatewaySMTP(SMTP):
         return any(address in net for net in self._networks)
 
     async def _handle_client(self) -> None:
+        connections = self.event_handler.connections
+        if connections.open > connections.limit:
+            log.warning("refused a connection from %s: %d open, server.max_connections is %d", self.session.peer,
+                        connections.open - 1, connections.limit)
+            await self.push(f"421 4.7.0 {self.hostname} has too many connections open; try again later")
+            assert self.transport is not None
+            self.transport.close()
+            return
         if not self._client_allowed():
             log.warning("refused connection from %s: not in server.allowed_networks", self.session.peer)
             await self.push(f"554 5.7.1 {self.hostname} does not relay for your address; "
@@ -140,16 +149,26 @@ class GatewaySMTP(SMTP):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._sessions = self.event_handler.metrics.sessions.labels(self.event_handler.listener)
         self._sessions.inc()
+        self.event_handler.connections.open += 1
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
         self._stop_transaction_timer()
         self._sessions.dec()
+        self.event_handler.connections.open -= 1
         super().connection_lost(error)
 
 
 class GatewayLMTP(GatewaySMTP, LMTP):
     """LMTP: LHLO instead of EHLO, and one reply per recipient after DATA."""
+
+
+@dataclass
+class Connections:
+    """Client connections open on all listeners, against server.max_connections."""
+
+    limit: int
+    open: int = 0
 
 
 class GatewayHandler:
@@ -164,6 +183,7 @@ class GatewayHandler:
         lmtp: bool,
         history: RecipientHistory | None = None,
         metrics: Metrics | None = None,
+        connections: Connections | None = None,
     ):
         self.config = config
         self.pool = pool
@@ -173,6 +193,7 @@ class GatewayHandler:
         self.history = history
         self.metrics = metrics or Metrics()
         self.listener = "lmtp" if lmtp else "smtp"
+        self.connections = connections or Connections(config.server.max_connections)
         self.policy = Policy(config.organisation, config.policy)  # decides messages whose inspection gave up
         self.in_flight: set[asyncio.Task[Any]] = set()
 
@@ -332,6 +353,7 @@ class Gateway:
         self.retention: asyncio.Task[None] | None = None
         self.metrics.registry.register(QuarantineCollector(held_in_quarantine(config.storage.database_url)))
         self.admin = AdminServer(self.metrics, self.not_ready, ReviewUI(config, self.quarantine, routes))
+        self.connections = Connections(config.server.max_connections)
         self.servers: list[asyncio.base_events.Server] = []
         self.handlers: list[GatewayHandler] = []
 
@@ -349,7 +371,7 @@ class Gateway:
             if address is None:
                 continue
             handler = GatewayHandler(self.config, self.pool, self.dispatcher, self.audit, lmtp=cls is GatewayLMTP,
-                                     history=self.history, metrics=self.metrics)
+                                     history=self.history, metrics=self.metrics, connections=self.connections)
             self.handlers.append(handler)
 
             def factory(cls: type[GatewaySMTP] = cls, handler: GatewayHandler = handler) -> GatewaySMTP:

@@ -7,6 +7,7 @@ import smtplib
 import subprocess
 import time
 import socket
+from typing import Callable
 
 import pytest
 
@@ -466,3 +467,27 @@ def test_a_message_whose_inspection_overruns_the_time_limit_is_held_not_retried_
     assert internal.rcpt_tos == ["colleague@council.example.gov.uk"]
     (record,) = gw.audit()
     assert record["recipients"][0]["rules"] == ["incomplete-inspection"]
+
+
+def test_connections_beyond_max_connections_are_told_to_come_back_later(
+    gateway_factory: Callable[..., GatewayProcess], sink: Sink
+) -> None:
+    gw = gateway_factory({"server": {"max_connections": 2},
+                          "routes": {"relay": smtp_route(sink), "secure": smtp_route(sink)}})
+    first = smtplib.SMTP("127.0.0.1", gw.smtp_port, timeout=30)
+    second = smtplib.SMTP("127.0.0.1", gw.lmtp_port, timeout=30)   # both listeners count
+    try:
+        with socket.create_connection(("127.0.0.1", gw.smtp_port), timeout=30) as s:
+            greeting = s.makefile("rb").readline()
+        assert greeting.startswith(b"421 4.7.0") and b"too many connections" in greeting
+        assert first.noop()[0] == 250
+    finally:
+        first.close()
+        second.close()
+    # Once one closes, new clients are served again.
+    assert wait_until(lambda: _greeting(gw.smtp_port).startswith(b"220"))
+
+
+def _greeting(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        return s.makefile("rb").readline()
