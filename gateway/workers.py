@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import multiprocessing
 import os
 import signal
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from pathlib import Path
 
 from gateway.actions.outgoing import OutgoingPreparer
 from gateway.config import Config
@@ -50,6 +52,22 @@ def _inspect_in_worker(raw: bytes, envelope: Envelope, reference: str, history: 
     return Inspected(inspection, _preparer.prepare(raw, inspection) if delivered else None)
 
 
+def available_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota (a container's
+    limit), rounded up. os.cpu_count() would count the whole node's cores."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        count = os.cpu_count() or 1
+    try:
+        quota, period = (cgroup / "cpu.max").read_text().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, count)
+
+
 class InspectionUnavailable(Exception):
     """Inspection could not finish now; the message must be retried later."""
 
@@ -62,7 +80,7 @@ class InspectionGaveUp(Exception):
 class InspectionPool:
     def __init__(self, config: Config):
         self.config = config
-        self.size = config.server.workers or os.cpu_count() or 1
+        self.size = config.server.workers or available_cpus()
         self._executor: ProcessPoolExecutor | None = None
         self._crashed: dict[bytes, None] = {}   # fingerprints of messages in flight when a worker died
 
