@@ -19,11 +19,12 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
 from detectors.base import MarkingLevel
 from gateway.decision import Action, RecipientClass
 from gateway.routes import RouteSpec, parse_route
+from gateway.shipped import CONFIG_DIRECTORY
 
 if TYPE_CHECKING:
     from detectors.attachments import Limits
 
-DEFAULTS_FILE = Path(os.environ.get("DLP_GATEWAY_DEFAULTS", Path(__file__).resolve().parent.parent / "config" / "default.yaml"))
+DEFAULTS_FILE = Path(os.environ.get("DLP_GATEWAY_DEFAULTS", CONFIG_DIRECTORY / "default.yaml"))
 
 
 class ConfigError(Exception):

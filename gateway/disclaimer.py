@@ -24,10 +24,11 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
+from gateway.shipped import TEMPLATES
+
 MARKER = "X-DLP-Disclaimer"
 MARKER_VALUE = "added"
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "config" / "templates"
 DEFAULT_TEXT_TEMPLATE = TEMPLATES / "disclaimer.txt"
 DEFAULT_HTML_TEMPLATE = TEMPLATES / "disclaimer.html"
 
