@@ -6,10 +6,11 @@ Pure: findings and configuration in, a Decision out. Rules are data
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from detectors.base import Category, Finding, MarkingLevel, Signal, Strength
-from gateway.config import Condition, OrganisationSettings, PolicySettings
+from gateway.config import Condition, OrganisationSettings, PolicySettings, Rule
 from gateway.decision import Action, Decision, RecipientClass, RecipientDecision, strictest
 from gateway.message import Message
 
@@ -114,6 +115,17 @@ def _recipient_facts(address: str, findings: list[Finding]) -> dict[str, bool]:
         "autocomplete_mistake": signalled(Signal.AUTOCOMPLETE),
         "first_time_recipient": signalled(Signal.FIRST_TIME),
     }
+
+
+def deciding_rules(rules: Sequence[Rule], rclass: RecipientClass | None, fired: Sequence[str],
+                   action: Action) -> list[str]:
+    """Of the rules that fired for a recipient, those that gave it `action` (the others fired with
+    a milder one, such as first-time-recipient's deliver). All of them when none can be told apart:
+    a rule renamed or removed since, or no class known."""
+    by_name = {rule.name: rule for rule in rules}
+    deciding = [name for name in fired
+                if rclass is not None and name in by_name and by_name[name].actions.get(rclass) is action]
+    return deciding or list(fired)
 
 
 def holds(condition: Condition, facts: MessageFacts, recipient_facts: dict[str, bool]) -> bool:

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import regex
 
-from detectors.base import Category, Finding, Strength
+from detectors.base import Finding, Strength, personal_data_findings
 from detectors.nlp import DEFAULT_MAX_CHARS, DEFAULT_MODEL, PERSON, EntitySpan, NerModel, ner_model
 from detectors.personal_data.special_category import is_plausible_name, person_key
 from gateway.message import Message
@@ -310,15 +310,4 @@ class PersonNameDetector:
                     raw = text[span.start:span.end]
                     if span.label == PERSON and is_plausible_name(raw):
                         found.add(person_key(raw))
-        return [
-            Finding(
-                detector=NAME,
-                category=Category.PERSONAL_DATA,
-                kind=KIND,
-                location=location,
-                count=len(found),
-                strength=Strength.WEAK,
-            )
-            for location, found in names.items()
-            if found
-        ]
+        return personal_data_findings(NAME, KIND, {loc: found for loc, found in names.items() if found}, Strength.WEAK)

@@ -21,6 +21,7 @@ from gateway.config import Config, ConfigError
 from gateway.decision import Action, RecipientClass, RecipientDecision
 from gateway.message import Envelope
 from gateway.pipeline import Inspection
+from gateway.policy import deciding_rules
 
 if TYPE_CHECKING:
     from gateway.metrics import Metrics
@@ -179,13 +180,6 @@ class Dispatcher:
             return all_recipients(addresses, 451, "4.3.0 the quarantine is unavailable; will retry")
         return all_recipients(addresses, 250, f"2.6.0 held for review by the security team, reference {ref}")
 
-    def _deciding_rules(self, recipient: RecipientDecision) -> list[str]:
-        """The rules that gave the recipient its action (not those that fired with a milder one)."""
-        by_name = {rule.name: rule for rule in self.config.policy.rules}
-        deciding = [name for name in recipient.rules
-                    if name in by_name and by_name[name].actions.get(recipient.rclass) is recipient.action]
-        return deciding or list(recipient.rules)
-
     def _count(self, kind: str, ok: bool) -> None:
         if self.metrics is not None:
             self.metrics.bounces.labels(kind, "sent" if ok else "failed").inc()
@@ -219,7 +213,8 @@ class Dispatcher:
         """Results for the refused recipients, and whether the sender was told (a bounce that also
         tells of the `held` recipients)."""
         addresses = [r.address for r in rejected]
-        rules = ", ".join(dict.fromkeys(name for r in rejected for name in self._deciding_rules(r)))
+        rules = ", ".join(dict.fromkeys(
+            name for r in rejected for name in deciding_rules(self.config.policy.rules, r.rclass, r.rules, r.action)))
         diagnostic = f"550 5.7.1 refused by the email security policy ({rules}), reference {inspection.reference}"
         if not should_bounce(envelope.mail_from, raw):
             # Nobody to tell: the refusal goes back to the upstream, which records it.

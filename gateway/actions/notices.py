@@ -30,6 +30,7 @@ from gateway.config import Condition, Config, Rule
 from gateway.decision import Action, RecipientClass, RecipientDecision
 from gateway.disclaimer import TEMPLATES as DEFAULT_TEMPLATES
 from gateway.pipeline import Inspection
+from gateway.policy import deciding_rules
 
 if TYPE_CHECKING:
     from gateway.actions.quarantine import HeldMessage
@@ -324,17 +325,15 @@ def explain(
     """Why `address` got `action`: the rules that gave it first, the others after; only findings about it."""
     relevant = [f for f in findings if _about(f, address)]
     by_name = {r.name: r for r in config.policy.rules}
+    deciding = set(deciding_rules(config.policy.rules, rclass, fired, action))
     lead: list[RuleNote] = []
     also: list[RuleNote] = []
     for name in fired:
         rule: Rule | None = by_name.get(name)
-        if rule is None:  # the rule was renamed or removed since the message was held
-            also.append(RuleNote(name, name, "", ()))
-            continue
-        note = RuleNote(rule.name, rule.title, rule.guidance, _found(f for f in relevant if _shows(rule.when, f)))
-        (lead if rclass is not None and rule.actions.get(rclass) is action else also).append(note)
-    if not lead:
-        lead, also = also, []
+        note = (RuleNote(name, name, "", ()) if rule is None  # renamed or removed since the message was held
+                else RuleNote(rule.name, rule.title, rule.guidance,
+                              _found(f for f in relevant if _shows(rule.when, f))))
+        (lead if name in deciding else also).append(note)
     return Explanation(
         recipients=(Addressee(address, CLASS_WORDS.get(rclass, "") if rclass is not None else ""),),
         rules=tuple(lead),
