@@ -112,3 +112,20 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/gateway.db"
     return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture(scope="module")
+def relay_sink() -> Iterator[Sink]:
+    s = Sink().start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def relay(tmp_path_factory: pytest.TempPathFactory, relay_sink: Sink) -> Iterator[GatewayProcess]:
+    """One gateway relaying to one sink for the tests that only send to it."""
+    gw = GatewayProcess(tmp_path_factory.mktemp("relay"), {"routes": {"relay": smtp_route(relay_sink),
+                                                                       "secure": smtp_route(relay_sink)}})
+    gw.start()
+    yield gw
+    gw.stop()

@@ -16,7 +16,6 @@ import quopri
 import re
 import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from gateway.config import Config, load_config
 from gateway.decision import Action
 from gateway.message import Envelope
 from gateway.pipeline import Pipeline
-from tests.support import BIN, GatewayProcess, Sink, smtp_route
+from tests.support import BIN, GatewayProcess
 
 SETTINGS = {"organisation": {"internal_domains": ["council.example.gov.uk"], "trusted_domains": ["nhs.net"]}}
 
@@ -311,22 +310,6 @@ def test_scan_prints_one_json_line_per_generated_file(config_file: Path, tmp_pat
 
 # --- SMTP to a running gateway ---------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def fuzz_sink() -> Iterator[Sink]:
-    s = Sink().start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def fuzz_gateway(tmp_path_factory: pytest.TempPathFactory, fuzz_sink: Sink) -> Iterator[GatewayProcess]:
-    gw = GatewayProcess(tmp_path_factory.mktemp("gw"), {"routes": {"relay": smtp_route(fuzz_sink),
-                                                                    "secure": smtp_route(fuzz_sink)}})
-    gw.start()
-    yield gw
-    gw.stop()
-
-
 REPLY = re.compile(rb"\A([2-5]\d\d)([ -])")
 
 
@@ -370,19 +353,19 @@ def smtp_raw(port: int, sender: str, rcpts: tuple[str, ...], raw: bytes) -> list
 
 @settings(FUZZ, max_examples=150)
 @given(raw=st.one_of(message(), st.binary(max_size=2000)), env=envelope())
-def test_generated_mail_over_smtp_is_always_answered(fuzz_gateway: GatewayProcess, raw: bytes, env: Envelope) -> None:
-    replies = smtp_raw(fuzz_gateway.smtp_port, env.mail_from, env.rcpt_tos, raw)
+def test_generated_mail_over_smtp_is_always_answered(relay: GatewayProcess, raw: bytes, env: Envelope) -> None:
+    replies = smtp_raw(relay.smtp_port, env.mail_from, env.rcpt_tos, raw)
     assert replies[-1][0] == 221
     for code, text in replies:
         assert b"internal error" not in text.lower(), replies
-    assert fuzz_gateway.proc is not None and fuzz_gateway.proc.poll() is None
+    assert relay.proc is not None and relay.proc.poll() is None
 
 
-def test_the_fuzzed_gateway_is_still_alive_and_logged_no_crash(fuzz_gateway: GatewayProcess) -> None:
-    assert fuzz_gateway.proc is not None and fuzz_gateway.proc.poll() is None
-    with socket.create_connection(("127.0.0.1", fuzz_gateway.smtp_port), timeout=30) as s:
+def test_the_fuzzed_gateway_is_still_alive_and_logged_no_crash(relay: GatewayProcess) -> None:
+    assert relay.proc is not None and relay.proc.poll() is None
+    with socket.create_connection(("127.0.0.1", relay.smtp_port), timeout=30) as s:
         assert s.recv(1024).startswith(b"220")
-    log = fuzz_gateway.log_file.read_text()
+    log = relay.log_file.read_text()
     assert "Traceback" not in log, log[-5000:]
     # Most generated transactions got as far as a decision (not all: some envelopes are refused).
-    assert len(fuzz_gateway.audit()) >= 75, len(fuzz_gateway.audit())
+    assert len(relay.audit()) >= 75, len(relay.audit())

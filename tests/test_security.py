@@ -64,23 +64,6 @@ def started(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], GatewayProces
         gw.stop()
 
 
-@pytest.fixture(scope="module")
-def relay_sink() -> Iterator[Sink]:
-    s = Sink().start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def relay(tmp_path_factory: pytest.TempPathFactory, relay_sink: Sink) -> Iterator[GatewayProcess]:
-    """One gateway relaying to one sink for the tests that only send to it."""
-    gw = GatewayProcess(tmp_path_factory.mktemp("relay"), {"routes": {"relay": smtp_route(relay_sink),
-                                                                       "secure": smtp_route(relay_sink)}})
-    gw.start()
-    yield gw
-    gw.stop()
-
-
 def greeting(host: str, port: int) -> bytes:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
